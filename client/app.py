@@ -1,0 +1,114 @@
+"""The fedsynth ClientApp: what runs at a site. Only this package touches raw rows.
+
+Train: check the plan against the site's own cap, write the spend to the site ledger (write-ahead), train
+with DP-SGD, return only the weights and noised metrics. Query "deliver": receive the signed synthetic table
+and write it to the site's output folder after verifying it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from client.data import load_site_data
+from client.delivery import receive_delivery
+from client.policy import check_budget
+from client.site import SiteConfig
+from client.trainer import train_round
+from shared.accounting import epsilon
+from shared.device import pick_device
+from shared.encoding import TableEncoder
+from shared.errors import SchemaError
+from shared.ledger import Ledger, Release, record_spend
+from shared.logs import configure_logging
+from shared.plan import TrainingPlan
+from shared.schema import Schema, load_schema
+from shared.tvae import TVAEGenerator
+
+app = ClientApp()
+logger = logging.getLogger(__name__)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """One round of local DP training."""
+    configure_logging()
+    plan = TrainingPlan.from_config(msg.content["config"])
+    server_round = int(msg.content["config"]["server-round"])
+    site = SiteConfig.from_context(dict(context.node_config), dict(context.run_config))
+    schema = _schema(plan, site)
+    encoder = TableEncoder.from_schema(schema)
+    data = load_site_data(site.data_path, schema, encoder)
+
+    ledger = Ledger.load(site.ledger_path)
+    check_budget(ledger, site, plan)
+    releases = [
+        Release("dp-sgd", plan.noise_multiplier, plan.sample_rate, plan.local_steps),
+        Release("train-loss", plan.metric_noise_multiplier, 1.0, 1),
+    ]
+    # Write-ahead: the spend is durable before any training result exists, so no crash can forget it.
+    entry = record_spend(
+        site.ledger_path, site=site.site, round=server_round, level="record", accountant=plan.accountant,
+        delta=plan.delta, releases=releases, run_id=plan.run_id,
+    )
+
+    generator = TVAEGenerator(encoder.blocks, encoder.dim, plan.model_config, seed=plan.seed)
+    generator.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    seed = site.noise_seed if site.noise_seed is not None else secrets.randbits(63)
+    rng = torch.Generator().manual_seed(seed + server_round)
+    result = train_round(
+        generator, data.encoded, plan, history=ledger.history(site.site, "record"),
+        rng=rng, device=pick_device(site.device),
+    )
+    run_epsilon = _run_epsilon(Ledger.load(site.ledger_path), site.site, plan)
+    logger.info(
+        "%s round %d: %d DP-SGD steps, noisy loss %.3f, epsilon this run %.4f, total %.4f (cap %.2f)",
+        site.site, server_round, result.steps, result.noisy_loss, run_epsilon, entry.epsilon, site.epsilon_cap,
+    )
+    metrics = MetricRecord(
+        {
+            "weight": 1.0,  # equal weights: a row count would be an unpaid release
+            "noisy-loss": result.noisy_loss,
+            "epsilon-run": run_epsilon,
+            "epsilon-total": entry.epsilon,
+            "steps": result.steps,
+        }
+    )
+    identity = ConfigRecord({"site": site.site})
+    content = RecordDict({"arrays": ArrayRecord(generator.state_dict()), "metrics": metrics, "site": identity})
+    return Message(content=content, reply_to=msg)
+
+
+@app.query("deliver")
+def deliver(msg: Message, context: Context) -> Message:
+    """Receive the pooled synthetic table and its signed manifest."""
+    configure_logging()
+    site = SiteConfig.from_context(dict(context.node_config), dict(context.run_config))
+    written = receive_delivery(msg.content["delivery"], site.output_dir)
+    logger.info("%s received the synthetic table: %s", site.site, written)
+    reply = ConfigRecord({"site": site.site, "path": str(written)})
+    return Message(content=RecordDict({"receipt": reply}), reply_to=msg)
+
+
+def _run_epsilon(ledger: Ledger, site: str, plan: TrainingPlan) -> float:
+    """This run's spend alone (the consortium's view); the site's cap applies to its total over all runs."""
+    history = [h for e in ledger.entries_for(site, "record") if e.run_id == plan.run_id for h in e.history()]
+    return epsilon(history, delta=plan.delta, accountant=plan.accountant)
+
+
+def _schema(plan: TrainingPlan, site: SiteConfig) -> Schema:
+    """The consortium schema sent with the plan; a site holding its own copy insists they agree."""
+    schema = Schema.from_dict(json.loads(plan.schema_json))
+    if site.schema_path is not None:
+        local = load_schema(site.schema_path)
+        if local.hash != schema.hash:
+            raise SchemaError(
+                f"{site.schema_path}: the server's schema (hash {schema.hash[:12]}) differs from this site's "
+                f"(hash {local.hash[:12]}); agree on one schema before training"
+            )
+    return schema

@@ -1,0 +1,131 @@
+"""Local DP-SGD training of the generator at a site (Abadi et al., "Deep Learning with Differential
+Privacy", CCS 2016), built from Opacus's parts.
+
+Opacus's ``PrivacyEngine.make_private`` derives the sample rate from the data loader (1/len(loader)); the
+fedsynth plan fixes the sample rate publicly instead, so that what a site spends does not depend on (and so
+does not reveal) its row count. We therefore assemble the same parts make_private uses (ghost-clipping
+module, DP optimizer, DP loss, Poisson sampler) and attach the accountant with the planned rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+import torch
+from opacus.accountants import create_accountant
+from opacus.grad_sample.grad_sample_module_fast_gradient_clipping import GradSampleModuleFastGradientClipping
+from opacus.optimizers import DPOptimizerFastGradientClipping
+from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
+from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+
+from shared.accounting import History
+from shared.errors import LedgerError
+from shared.generator import TabularGenerator
+from shared.plan import LOSS_BOUND, TrainingPlan
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LocalResult:
+    """What one round of local training produced. Only ``noisy_loss`` and the weights may leave the site."""
+
+    steps: int
+    noisy_loss: float
+    history: History
+
+
+def train_round(
+    generator: TabularGenerator,
+    data: torch.Tensor,
+    plan: TrainingPlan,
+    *,
+    history: History,
+    rng: torch.Generator,
+    device: torch.device,
+) -> LocalResult:
+    """Run ``plan.local_steps`` DP-SGD steps on ``data`` and release a noisy mean training loss.
+
+    ``history`` is the site's accountant history before this round (from its ledger); the returned history
+    is the accountant's own record after it, which the caller checks against what it wrote ahead.
+    """
+    module = generator.module.to(device)
+    data = data.to(device)
+    gsm = GradSampleModuleFastGradientClipping(
+        module, batch_first=True, loss_reduction="mean", max_grad_norm=plan.max_grad_norm, use_ghost_clipping=True
+    )
+    expected_batch = max(1, round(plan.sample_rate * data.shape[0]))
+    optimizer = DPOptimizerFastGradientClipping(
+        torch.optim.SGD(gsm.parameters(), lr=plan.lr),
+        noise_multiplier=plan.noise_multiplier,
+        max_grad_norm=plan.max_grad_norm,
+        expected_batch_size=expected_batch,
+        loss_reduction="mean",
+        generator=rng if device.type == "cpu" else None,
+    )
+    accountant = create_accountant(mechanism=plan.accountant)
+    accountant.history = list(history)  # cumulative: never a fresh accountant that starts again at zero
+    optimizer.attach_step_hook(accountant.get_optimizer_hook_fn(sample_rate=plan.sample_rate))
+    criterion = DPLossFastGradientClipping(gsm, optimizer, generator.criterion().to(device), loss_reduction="mean")
+    sampler = UniformWithReplacementSampler(num_samples=data.shape[0], sample_rate=plan.sample_rate, generator=rng)
+
+    steps = 0
+    # Opacus's ghost clipping hooks module outputs; torch warns about it on every step, to no one's benefit.
+    warnings.filterwarnings("ignore", message="Full backward hook is firing")
+    while steps < plan.local_steps:
+        for indices in sampler:
+            if steps == plan.local_steps:
+                break
+            if indices:
+                generator.train_step(data[indices], model=gsm, criterion=criterion, optimizer=optimizer)
+            else:
+                _noise_only_step(gsm, optimizer)
+            steps += 1
+    gsm._close()  # remove Opacus hooks so the bare module can be sampled and serialised
+    expected = list(history) + [(plan.noise_multiplier, plan.sample_rate, plan.local_steps)]
+    if _flatten(accountant.history) != _flatten(expected):
+        raise LedgerError(
+            "the accountant recorded a different number of DP-SGD steps than the ledger was charged for; "
+            "refusing to release this update"
+        )
+    loss = _noisy_mean_loss(generator, data, plan, rng)
+    return LocalResult(steps=steps, noisy_loss=loss, history=list(accountant.history))
+
+
+def _noise_only_step(gsm: torch.nn.Module, optimizer: DPOptimizerFastGradientClipping) -> None:
+    """An empty Poisson batch still takes a step of pure noise: skipping it would reveal the batch was empty."""
+    optimizer.zero_grad(set_to_none=False)
+    for p in gsm.parameters():
+        if p.requires_grad:
+            p.grad = torch.zeros_like(p)
+    optimizer.step()
+
+
+def _noisy_mean_loss(generator: TabularGenerator, data: torch.Tensor, plan: TrainingPlan, rng: torch.Generator) -> float:
+    """Release the mean per-row loss with the Gaussian mechanism, so the server can show progress.
+
+    The released vector is (sum of per-row losses clipped to [0, B] divided by B, row count); adding or removing
+    a row moves it by at most sqrt(2) in L2, and each coordinate gets N(0, (z * sqrt(2))^2) noise, which is the
+    Gaussian mechanism with noise multiplier z = ``plan.metric_noise_multiplier`` (sample rate 1, one step).
+    The ledger charges it in every round as ``(z, 1.0, 1)``.
+    """
+    criterion = generator.criterion().to(data.device)
+    criterion.reduction = "none"
+    with torch.no_grad():
+        losses = criterion(generator.module(data), data).clamp(0.0, LOSS_BOUND).cpu()
+    scale = plan.metric_noise_multiplier * (2.0**0.5)
+    noise = torch.randn(2, generator=rng, dtype=torch.float64) * scale
+    noisy_sum = float(losses.double().sum()) / LOSS_BOUND + float(noise[0])
+    noisy_count = float(losses.shape[0]) + float(noise[1])
+    # Clamping is post-processing: it costs no privacy and keeps tiny sites from printing absurd values.
+    return min(max(LOSS_BOUND * noisy_sum / max(noisy_count, 1.0), 0.0), LOSS_BOUND)
+
+
+def _flatten(history: History) -> dict[tuple[float, float], int]:
+    """Opacus merges consecutive identical steps; compare histories by total steps per (noise, rate)."""
+    totals: dict[tuple[float, float], int] = {}
+    for noise, rate, steps in history:
+        totals[(float(noise), float(rate))] = totals.get((float(noise), float(rate)), 0) + int(steps)
+    return totals

@@ -1,0 +1,71 @@
+"""The fedsynth ServerApp: plan, train with FedAdam, keep the ledger, publish, deliver.
+
+Thin on purpose: each step lives in the module named for it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+
+from server.checkpoint import Checkpointer
+from server.config import RunConfig
+from server.consortium import ConsortiumLedger, NoSiteTrained
+from server.delivery import deliver
+from server.plan import describe_plan, make_plan
+from server.publish import publish
+from server.strategy import LedgeredFedAdam
+from server.summary import summarize
+from shared.atomic import atomic_write_text
+from shared.encoding import TableEncoder
+from shared.logs import configure_logging
+from shared.manifest import load_or_create_signing_key
+from shared.schema import load_schema
+from shared.tvae import TVAEGenerator
+
+app = ServerApp()
+logger = logging.getLogger(__name__)
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    configure_logging()
+    config = RunConfig.from_run_config(dict(context.run_config))
+    schema = load_schema(config.schema_path)
+    encoder = TableEncoder.from_schema(schema)
+    # Fail before training, not after, if the key cannot be made or sits inside the output.
+    key = load_or_create_signing_key(config.signing_key, forbidden_dir=config.out_dir)
+    plan = make_plan(config, schema)
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(config.out_dir / "plan.json", plan.to_json() + "\n")
+    logger.info("plan\n%s", describe_plan(plan))
+
+    generator = TVAEGenerator(encoder.blocks, encoder.dim, plan.model_config, seed=plan.seed)
+    ledger = ConsortiumLedger(config.out_dir / "ledger.json", plan)
+    checkpointer = Checkpointer(config.out_dir / "checkpoint", plan, ledger)
+    strategy = LedgeredFedAdam(
+        on_round=ledger.record_round, fraction_evaluate=0.0, min_train_nodes=config.min_sites,
+        min_available_nodes=config.min_sites, eta=config.server_lr, eta_l=plan.lr,
+    )
+    try:
+        result = strategy.start(
+            grid=grid, initial_arrays=ArrayRecord(generator.state_dict()), num_rounds=plan.rounds,
+            train_config=ConfigRecord(plan.to_config()), evaluate_fn=checkpointer,
+        )
+        final, rounds_done = result.arrays, plan.rounds
+    except NoSiteTrained as stop:
+        logger.error("%s", stop)
+        if checkpointer.last_round < 1 or checkpointer.last_arrays is None:
+            raise
+        final, rounds_done = checkpointer.last_arrays, checkpointer.last_round
+        logger.warning("publishing the generator of round %d, the last completed round", rounds_done)
+
+    generator.load_state_dict(final.to_torch_state_dict())
+    publication = publish(
+        config.out_dir, generator=generator, encoder=encoder, schema=schema, plan=plan, ledger=ledger.ledger,
+        rounds_completed=rounds_done, rows=config.synthetic_rows, key=key,
+    )
+    receipts = deliver(grid, strategy.participants, publication, key)
+    logger.info("summary\n%s", summarize(publication, plan, receipts))

@@ -1,0 +1,95 @@
+"""The run configuration, parsed once from Flower's ``run_config`` into a frozen, self-validating object.
+
+Nothing else in the server indexes ``run_config`` by string. Keys and defaults are those of
+``[tool.flwr.app.config]`` in pyproject.toml; nested tables arrive flattened (``dp.target-epsilon``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.accounting import ACCOUNTANTS
+from shared.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What the coordinator chose for this run. Users set the budget; the noise is derived from it."""
+
+    out_dir: Path
+    schema_path: Path
+    num_rounds: int
+    min_sites: int
+    seed: int
+    synthetic_rows: int
+    signing_key: Path
+    target_epsilon: float
+    delta: float
+    accountant: str
+    sample_rate: float
+    max_grad_norm: float
+    metric_noise_multiplier: float
+    local_steps: int
+    lr: float
+    server_lr: float
+    hidden: int
+    latent: int
+    kl_weight: float
+
+    def __post_init__(self) -> None:
+        rules: list[tuple[bool, str, object]] = [
+            (self.num_rounds >= 1, "num-rounds must be >= 1", self.num_rounds),
+            (self.min_sites >= 1, "min-sites must be >= 1", self.min_sites),
+            (self.synthetic_rows >= 1, "synthetic-rows must be >= 1", self.synthetic_rows),
+            (self.target_epsilon > 0, "dp.target-epsilon must be > 0", self.target_epsilon),
+            (0 < self.delta < 1, "dp.delta must be in (0, 1)", self.delta),
+            (self.accountant in ACCOUNTANTS, f"dp.accountant must be one of {ACCOUNTANTS}", self.accountant),
+            (0 < self.sample_rate <= 1, "dp.sample-rate must be in (0, 1]", self.sample_rate),
+            (self.max_grad_norm > 0, "dp.max-grad-norm must be > 0", self.max_grad_norm),
+            (self.metric_noise_multiplier > 0, "dp.metric-noise-multiplier must be > 0", self.metric_noise_multiplier),
+            (self.local_steps >= 1, "train.local-steps must be >= 1", self.local_steps),
+            (self.lr > 0, "train.lr must be > 0", self.lr),
+            (self.server_lr > 0, "train.server-lr must be > 0", self.server_lr),
+            (self.hidden >= 1 and self.latent >= 1, "train.hidden and train.latent must be >= 1", self.hidden),
+            (self.kl_weight >= 0, "train.kl-weight must be >= 0", self.kl_weight),
+        ]
+        for ok, message, value in rules:
+            if not ok:
+                raise ConfigError(f"{message}, got {value!r}")
+        if not self.schema_path.is_file():
+            raise ConfigError(f"schema-path: no schema file at {self.schema_path}; pass --run-config 'schema-path=\"...\"'")
+
+    @classmethod
+    def from_run_config(cls, rc: dict[str, Any]) -> RunConfig:
+        out_dir = Path(str(_get(rc, "out-dir", "")) or "fedsynth-run").expanduser().resolve()
+        key = str(_get(rc, "signing-key", "")) or str(Path.home() / ".fedsynth" / "keys" / "server-ed25519.pem")
+        return cls(
+            out_dir=out_dir,
+            schema_path=Path(str(_get(rc, "schema-path", "")) or "data/adult/schema.json").expanduser().resolve(),
+            num_rounds=int(_get(rc, "num-rounds", 6)),
+            min_sites=int(_get(rc, "min-sites", 2)),
+            seed=int(_get(rc, "seed", 0)),
+            synthetic_rows=int(_get(rc, "synthetic-rows", 0)) or 10_000,
+            signing_key=Path(key).expanduser().resolve(),
+            target_epsilon=float(_get(rc, "dp.target-epsilon", 3.0)),
+            delta=float(_get(rc, "dp.delta", 1e-5)),
+            accountant=str(_get(rc, "dp.accountant", "rdp")),
+            sample_rate=float(_get(rc, "dp.sample-rate", 0.05)),
+            max_grad_norm=float(_get(rc, "dp.max-grad-norm", 1.0)),
+            metric_noise_multiplier=float(_get(rc, "dp.metric-noise-multiplier", 100.0)),
+            local_steps=int(_get(rc, "train.local-steps", 40)),
+            lr=float(_get(rc, "train.lr", 0.1)),
+            server_lr=float(_get(rc, "train.server-lr", 0.02)),
+            hidden=int(_get(rc, "train.hidden", 256)),
+            latent=int(_get(rc, "train.latent", 16)),
+            kl_weight=float(_get(rc, "train.kl-weight", 0.3)),
+        )
+
+
+def _get(rc: dict[str, Any], key: str, default: Any) -> Any:
+    value = rc.get(key, default)
+    if isinstance(value, (dict, list)):
+        raise ConfigError(f"run config {key!r} must be a single value")
+    return value

@@ -1,0 +1,72 @@
+"""The consortium's privacy ledger: the server's mirror of what every site spent in this run.
+
+The site's own ledger is the authority (it is written before an update leaves the site). The server
+recomputes each site's cumulative epsilon from the plan's parameters and the rounds the site actually took
+part in, records that, and warns when a site reports a different figure.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+from server.strategy import SiteReport
+from shared.accounting import epsilon
+from shared.errors import FedsynthError
+from shared.ledger import Ledger, LedgerEntry, Release
+from shared.plan import TrainingPlan
+
+logger = logging.getLogger(__name__)
+
+
+class NoSiteTrained(FedsynthError):
+    """A round in which no site returned a usable update: the run cannot go on."""
+
+
+class ConsortiumLedger:
+    """Appends one entry per site and round to ``ledger.json`` (atomic, before the round's model is used)."""
+
+    def __init__(self, path: Path, plan: TrainingPlan) -> None:
+        self.path, self.plan = path, plan
+        self.ledger = Ledger.load(path)
+        self.last_round_losses: dict[str, float] = {}
+
+    def record_round(self, server_round: int, reports: list[SiteReport]) -> None:
+        plan = self.plan
+        main, metric = plan.round_releases()
+        for report in sorted(reports, key=lambda r: r.site):
+            if report.steps != plan.local_steps:
+                logger.warning("%s reported %d steps, the plan says %d", report.site, report.steps, plan.local_steps)
+            history = self.ledger.history(report.site, "record") + [main, metric]
+            eps = epsilon(history, delta=plan.delta, accountant=plan.accountant)
+            if not math.isclose(eps, report.epsilon_run, rel_tol=1e-6, abs_tol=1e-9):
+                logger.warning(
+                    "%s reports epsilon %.6f for this run, the server computes %.6f; the site's ledger is the "
+                    "authority, check it with 'fedsynth ledger verify'", report.site, report.epsilon_run, eps,
+                )
+            entry = LedgerEntry(
+                site=report.site, round=server_round, level="record", accountant=plan.accountant,
+                noise_multiplier=main[0], sample_rate=main[1], steps=main[2], delta=plan.delta, epsilon=eps,
+                run_id=plan.run_id, extra_releases=(Release("train-loss", metric[0], metric[1], metric[2]),),
+            )
+            self.ledger = self.ledger.append(entry)
+        self.last_round_losses = {r.site: r.noisy_loss for r in reports}
+        self._progress(server_round, reports)
+        if not reports:
+            raise NoSiteTrained(
+                f"round {server_round}: no site returned a usable update (see the warnings above); stopping"
+            )
+
+    def spent(self) -> dict[str, float]:
+        return {site: self.ledger.spent(site, "record") for site in self.ledger.sites()}
+
+    def _progress(self, server_round: int, reports: list[SiteReport]) -> None:
+        spent = self.spent()
+        sites = ", ".join(sorted(r.site for r in reports)) or "none"
+        loss = sum(r.noisy_loss for r in reports) / len(reports) if reports else float("nan")
+        top = max(spent.values(), default=0.0)
+        logger.info(
+            "round %d/%d | sites: %s | noisy loss %.3f | epsilon spent %.3f of %.3f (max over sites)",
+            server_round, self.plan.rounds, sites, loss, top, self.plan.target_epsilon,
+        )

@@ -1,0 +1,36 @@
+"""The final step of a run: send every participating site the signed synthetic table."""
+
+from __future__ import annotations
+
+import logging
+
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from server.publish import Publication
+from shared.manifest import public_key_bytes
+
+logger = logging.getLogger(__name__)
+
+DELIVERY_PREFIX = "file:"
+
+
+def deliver(grid: Grid, participants: dict[int, str], publication: Publication, key: object) -> dict[str, str]:
+    """Send the published files to each site; returns site -> where it stored them (from its receipt)."""
+    record = ConfigRecord(
+        {f"{DELIVERY_PREFIX}{name}": (publication.out_dir / name).read_bytes()
+         for name in (*publication.files, "manifest.json", "manifest.json.sig")}
+    )
+    record["signer-public-key"] = public_key_bytes(key)  # type: ignore[arg-type]
+    messages = [
+        Message(content=RecordDict({"delivery": record}), message_type=f"{MessageType.QUERY}.deliver", dst_node_id=node)
+        for node in sorted(participants)
+    ]
+    receipts: dict[str, str] = {}
+    for reply in grid.send_and_receive(messages, timeout=600):
+        site = participants.get(reply.metadata.src_node_id, str(reply.metadata.src_node_id))
+        if reply.has_error():
+            logger.warning("delivery to %s failed: %s", site, reply.error.reason)
+            continue
+        receipts[site] = str(reply.content.config_records["receipt"]["path"])
+    return receipts

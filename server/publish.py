@@ -1,0 +1,121 @@
+"""Publishing the run: sample the pooled synthetic table from the final generator, write it with the plan
+and the ledger, and sign a manifest over all of it. Sampling is post-processing: it costs no privacy.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from shared.atomic import atomic_write_bytes, atomic_write_text
+from shared.encoding import TableEncoder
+from shared.generator import TabularGenerator, state_hash
+from shared.ledger import Ledger
+from shared.manifest import write_signed_manifest
+from shared.plan import TrainingPlan
+from shared.schema import Schema
+
+logger = logging.getLogger(__name__)
+
+SYNTHETIC_NOTICE = (
+    "SYNTHETIC DATA: every row was sampled from a generator trained with differential privacy; "
+    "no row describes a real person or record."
+)
+
+
+@dataclass(frozen=True)
+class Publication:
+    """What the run wrote, for the summary and the delivery to sites."""
+
+    out_dir: Path
+    files: tuple[str, ...]
+    rows: int
+    manifest: dict[str, object]
+
+
+def publish(
+    out_dir: Path,
+    *,
+    generator: TabularGenerator,
+    encoder: TableEncoder,
+    schema: Schema,
+    plan: TrainingPlan,
+    ledger: Ledger,
+    rounds_completed: int,
+    rows: int,
+    key: Ed25519PrivateKey,
+) -> Publication:
+    """Write synthetic.csv/.parquet, plan.json and ledger.json, then the signed manifest over them."""
+    sampler = torch.Generator().manual_seed(plan.seed)
+    table = encoder.decode(generator.sample(rows, generator=sampler))
+    _write_table(out_dir, table)
+    atomic_write_text(out_dir / "plan.json", plan.to_json() + "\n")
+    atomic_write_text(out_dir / "ledger.json", _ledger_json(ledger))
+    files = ["synthetic.csv", "synthetic.parquet", "plan.json", "ledger.json"]
+    manifest = _manifest(generator, schema, plan, ledger, rounds_completed, len(table))
+    write_signed_manifest(out_dir, manifest, files, key)
+    return Publication(out_dir=out_dir, files=tuple(files), rows=len(table), manifest=manifest)
+
+
+def _write_table(out_dir: Path, table: pd.DataFrame) -> None:
+    atomic_write_text(out_dir / "synthetic.csv", table.to_csv(index=False))
+    buffer = io.BytesIO()
+    table.to_parquet(buffer, index=False)
+    atomic_write_bytes(out_dir / "synthetic.parquet", buffer.getvalue())
+
+
+def _ledger_json(ledger: Ledger) -> str:
+    return json.dumps(ledger.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+def _manifest(
+    generator: TabularGenerator, schema: Schema, plan: TrainingPlan, ledger: Ledger, rounds: int, rows: int
+) -> dict[str, object]:
+    per_site = {site: ledger.spent(site, "record") for site in ledger.sites()}
+    return {
+        "label": "SYNTHETIC",
+        "notice": SYNTHETIC_NOTICE,
+        "run_id": plan.run_id,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "schema": {"name": schema.name, "sha256": schema.hash},
+        "generator": {"name": generator.name, "sha256": state_hash(generator.state_dict()),
+                      "config": {"hidden": plan.hidden, "latent": plan.latent, "kl_weight": plan.kl_weight}},
+        "privacy": {
+            "record": {
+                "epsilon": max(per_site.values(), default=0.0),
+                "epsilon_per_site": per_site,
+                "delta": plan.delta,
+                "target_epsilon": plan.target_epsilon,
+                "accountant": plan.accountant,
+                "noise_multiplier": plan.noise_multiplier,
+                "sample_rate": plan.sample_rate,
+                "steps_per_round": plan.local_steps,
+                "max_grad_norm": plan.max_grad_norm,
+                "unit": "one row of a site's table",
+            }
+        },
+        "rounds": rounds,
+        "rounds_planned": plan.rounds,
+        "sites": sorted(per_site),
+        "rows": rows,
+        "software": _versions(),
+    }
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in ("fedsynth", "flwr", "opacus", "torch", "pandas"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed as a package"
+    return out

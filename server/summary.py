@@ -1,0 +1,25 @@
+"""The end-of-run summary a coordinator reads on the terminal."""
+
+from __future__ import annotations
+
+from server.publish import Publication
+from shared.plan import TrainingPlan
+
+
+def summarize(publication: Publication, plan: TrainingPlan, receipts: dict[str, str]) -> str:
+    manifest = publication.manifest
+    privacy = manifest["privacy"]["record"]  # type: ignore[index]
+    lines = [
+        f"run {plan.run_id}: {manifest['rounds']} of {plan.rounds} rounds, {publication.rows} synthetic rows",
+        f"record-level privacy (delta {plan.delta:g}, {plan.accountant} accountant), target epsilon "
+        f"{plan.target_epsilon:g}:",
+    ]
+    for site, eps in sorted(privacy["epsilon_per_site"].items()):  # type: ignore[index]
+        lines.append(f"  {site}: epsilon {eps:.4f} spent of {plan.target_epsilon:g}")
+    lines.append(f"outputs in {publication.out_dir}:")
+    for name in (*publication.files, "manifest.json", "manifest.json.sig"):
+        lines.append(f"  {name}")
+    for site, where in sorted(receipts.items()):
+        lines.append(f"delivered to {site}: {where}")
+    lines.append(f"check it: fedsynth verify {publication.out_dir}")
+    return "\n".join(lines)

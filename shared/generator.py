@@ -1,0 +1,77 @@
+"""The generator interface every fedsynth synthesizer implements.
+
+A generator is trained by someone else's loop: the site's DP-SGD trainer wraps ``module`` and ``criterion``
+with Opacus and calls ``train_step`` once per Poisson-sampled batch. Whatever the generator is, the trainer
+therefore sees only a module, a per-row loss and a batch, which is what the privacy proof needs. Sampling and
+state transfer are the generator's own business.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class TabularGenerator(ABC):
+    """A synthesizer over a fixed encoded layout (see ``shared.encoding``)."""
+
+    name: str
+
+    @property
+    @abstractmethod
+    def module(self) -> nn.Module:
+        """The trainable network; the only thing DP-SGD updates."""
+
+    @abstractmethod
+    def criterion(self) -> nn.Module:
+        """A loss ``criterion(output, batch)`` honouring ``.reduction`` ("none" gives one value per row)."""
+
+    @abstractmethod
+    def train_step(
+        self, batch: torch.Tensor, *, model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
+    ) -> None:
+        """One optimizer step on ``batch`` through the (possibly DP-wrapped) ``model`` and ``criterion``."""
+
+    @abstractmethod
+    def sample(self, n: int, *, generator: torch.Generator) -> np.ndarray:
+        """Draw ``n`` encoded rows (float32, the encoder's layout)."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """CPU copies of the parameters, safe to serialise."""
+        return {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor | np.ndarray]) -> None:
+        """Load parameters, refusing a state whose names or shapes do not match this architecture."""
+        own = self.module.state_dict()
+        if set(state) != set(own):
+            missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+            raise ValueError(f"generator state does not match the architecture: missing {missing}, unexpected {extra}")
+        tensors = {}
+        for key, value in state.items():
+            tensor = torch.as_tensor(np.asarray(value)) if isinstance(value, np.ndarray) else value
+            if tuple(tensor.shape) != tuple(own[key].shape):
+                raise ValueError(
+                    f"generator parameter {key!r} has shape {tuple(tensor.shape)}, expected {tuple(own[key].shape)}"
+                )
+            if not torch.isfinite(tensor).all():
+                raise ValueError(f"generator parameter {key!r} contains non-finite values")
+            tensors[key] = tensor.to(own[key].dtype)
+        self.module.load_state_dict(tensors)
+
+
+def state_hash(state: Mapping[str, torch.Tensor | np.ndarray]) -> str:
+    """sha256 over parameter names, shapes and float32 bytes, independent of device and dict order."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key]
+        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        digest.update(key.encode())
+        digest.update(repr(array.shape).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,127 @@
+"""A tabular VAE with mixed-type output heads, the default fedsynth generator (TVAE family).
+
+Xu et al., "Modeling Tabular Data using Conditional GAN" (NeurIPS 2019) introduced TVAE; this version is
+shaped for DP-SGD: plain ``Linear``/``ReLU`` layers (Opacus ghost clipping computes their per-sample norms
+without materialising per-sample gradients), no batch statistics (which would mix rows and break per-row
+clipping), and a per-row loss. Every column arrives from ``shared.encoding`` as a categorical block (the
+category, or the bin of a number) plus, for numbers, the offset inside the bin; the decoder has a softmax head
+per categorical block and a sigmoid head per offset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shared.encoding import OutputBlock
+from shared.generator import TabularGenerator
+
+
+@dataclass(frozen=True)
+class TVAEConfig:
+    """Architecture and loss weights; part of the run plan, so every site builds the same network."""
+
+    hidden: int = 256
+    latent: int = 16
+    kl_weight: float = 0.3
+    offset_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.hidden < 1 or self.latent < 1:
+            raise ValueError("train.hidden and train.latent must be positive integers")
+        if self.kl_weight < 0 or self.offset_weight < 0:
+            raise ValueError("train.kl-weight must be >= 0")
+
+
+class _VAE(nn.Module):
+    def __init__(self, dim: int, config: TVAEConfig) -> None:
+        super().__init__()
+        h, z = config.hidden, config.latent
+        self.latent = z
+        self.encoder = nn.Sequential(nn.Linear(dim, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 2 * z))
+        self.decoder = nn.Sequential(nn.Linear(z, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stats = self.encoder(x)
+        mu, logvar = stats[:, : self.latent], stats[:, self.latent :].clamp(-10.0, 10.0)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        # One tensor out, so Opacus's loss wrapper can pass it to the criterion unchanged.
+        return torch.cat([self.decoder(z), mu, logvar], dim=1)
+
+
+class TVAELoss(nn.Module):
+    """Per-row negative ELBO: cross-entropy per categorical block, squared error per offset, weighted KL."""
+
+    def __init__(self, blocks: tuple[OutputBlock, ...], dim: int, config: TVAEConfig) -> None:
+        super().__init__()
+        self.reduction = "mean"
+        self.dim, self.latent, self.config = dim, config.latent, config
+        self.categorical = [b for b in blocks if b.kind == "categorical"]
+        offsets = [b.start for b in blocks if b.kind == "offset"]
+        self.register_buffer("offset_index", torch.tensor(offsets, dtype=torch.long), persistent=False)
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        recon = output[:, : self.dim]
+        mu = output[:, self.dim : self.dim + self.latent]
+        logvar = output[:, self.dim + self.latent :]
+        loss = torch.zeros(output.shape[0], device=output.device)
+        for block in self.categorical:
+            logits = recon[:, block.start : block.start + block.width]
+            labels = target[:, block.start : block.start + block.width].argmax(dim=1)
+            loss = loss + F.cross_entropy(logits, labels, reduction="none")
+        if self.offset_index.numel():
+            predicted = torch.sigmoid(recon[:, self.offset_index])
+            loss = loss + self.config.offset_weight * ((predicted - target[:, self.offset_index]) ** 2).sum(dim=1)
+        kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)
+        loss = loss + self.config.kl_weight * kl
+        if self.reduction == "none":
+            return loss
+        return loss.sum() if self.reduction == "sum" else loss.mean()
+
+
+class TVAEGenerator(TabularGenerator):
+    """The DP tabular VAE behind the generator interface."""
+
+    name = "tvae"
+
+    def __init__(self, blocks: tuple[OutputBlock, ...], dim: int, config: TVAEConfig, *, seed: int = 0) -> None:
+        torch.manual_seed(seed)  # identical initial weights at every site and at the server
+        self.blocks, self.dim, self.config = blocks, dim, config
+        self._module = _VAE(dim, config)
+
+    @property
+    def module(self) -> nn.Module:
+        return self._module
+
+    def criterion(self) -> nn.Module:
+        return TVAELoss(self.blocks, self.dim, self.config)
+
+    def train_step(
+        self, batch: torch.Tensor, *, model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
+    ) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss = criterion(model(batch), batch)
+        loss.backward()
+        optimizer.step()
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator) -> np.ndarray:
+        self._module.eval()
+        device = next(self._module.parameters()).device
+        z = torch.randn(n, self.config.latent, generator=generator).to(device)
+        recon = self._module.decoder(z).cpu()
+        out = torch.zeros(n, self.dim)
+        for block in self.blocks:
+            cols = slice(block.start, block.start + block.width)
+            if block.kind == "categorical":
+                probs = torch.softmax(recon[:, cols], dim=1)
+                choice = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+                out[torch.arange(n), block.start + choice] = 1.0
+            else:
+                out[:, cols] = torch.sigmoid(recon[:, cols])
+        self._module.train()
+        return out.numpy().astype(np.float32)
