@@ -227,7 +227,7 @@ def _validate(df: pd.DataFrame, schema: Schema, source: str, rows: np.ndarray) -
     cells.sort(key=lambda cell: (cell[0], cell[1]))
     clean = pd.DataFrame({name: array[~bad] for name, array in typed.items()})
     quarantined = df.loc[bad].copy()
-    quarantined.insert(0, ROW_COLUMN, rows[bad])
+    quarantined.insert(0, ROW_COLUMN, rows[bad], allow_duplicates=True)  # a site file may have its own _row
     result = ValidationResult(
         source=source,
         rows_read=n,

@@ -1,0 +1,48 @@
+"""Run planning: the solved noise spends the target at the last round, never more."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from opacus.accountants import RDPAccountant
+
+from server.config import RunConfig
+from server.plan import describe_plan, make_plan, planned_epsilon
+from shared.errors import ConfigError
+from shared.plan import TrainingPlan
+from shared.schema import load_schema
+
+
+def _config(schema: Path, **overrides: object) -> RunConfig:
+    return RunConfig.from_run_config({"schema-path": str(schema), **overrides})  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize(("rounds", "steps", "target"), [(3, 10, 1.0), (6, 40, 3.0), (20, 5, 8.0)])
+def test_solved_noise_reaches_the_target_at_the_last_round(
+    small_schema: Path, rounds: int, steps: int, target: float
+) -> None:
+    config = _config(small_schema, **{"num-rounds": rounds, "train.local-steps": steps, "dp.target-epsilon": target})
+    plan = make_plan(config, load_schema(small_schema))
+    accountant = RDPAccountant()
+    accountant.history = [(plan.noise_multiplier, plan.sample_rate, rounds * steps), (plan.metric_noise_multiplier, 1.0, rounds)]
+    spent = accountant.get_epsilon(delta=plan.delta)
+    assert target - 0.01 <= spent <= target
+    assert planned_epsilon(plan) == pytest.approx(spent, rel=1e-9)
+    assert planned_epsilon(plan, rounds - 1) < spent
+
+
+def test_plan_survives_the_wire_and_is_described(small_schema: Path) -> None:
+    plan = make_plan(_config(small_schema), load_schema(small_schema))
+    assert TrainingPlan.from_config(plan.to_config()) == plan
+    text = describe_plan(plan)
+    assert "noise multiplier" in text and plan.run_id in text
+
+
+def test_bad_settings_name_their_key(small_schema: Path) -> None:
+    with pytest.raises(ConfigError, match="dp.target-epsilon"):
+        _config(small_schema, **{"dp.target-epsilon": -1.0})
+    with pytest.raises(ConfigError, match="dp.accountant"):
+        _config(small_schema, **{"dp.accountant": "gdp"})
+    with pytest.raises(ConfigError, match="schema-path"):
+        RunConfig.from_run_config({"schema-path": str(small_schema.parent / "missing.json")})
