@@ -18,7 +18,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run a simulated federation on a bundled (or your) table")
     demo.add_argument("--out", type=Path, default=Path("fedsynth-demo"))
     demo.add_argument("--sites", type=int, default=3)
-    demo.add_argument("--rounds", type=int, default=6)
+    demo.add_argument("--rounds", type=int, default=30)
     demo.add_argument("--epsilon", type=float, default=3.0, help="record-level target epsilon per site")
     demo.add_argument("--delta", type=float, default=1e-5)
     demo.add_argument("--split", choices=("iid", "non-iid"), default="iid")
@@ -91,7 +91,7 @@ def _verify(directory: Path, public_key: Path | None) -> int:
 
     pinned = load_public_key(public_key) if public_key else None
     report = verify_output(directory, public_key=pinned)
-    print(f"{directory}: signature valid, {report.files_checked} files match the manifest "
+    print(f"{directory}: signature valid, {len(report.files_checked)} files match the manifest "
           f"(signer {report.fingerprint[:16]}{'' if report.pinned else ', key not pinned: compare the fingerprint'})")
     return 0
 

@@ -294,3 +294,22 @@ def _check_file(root: Path, name: str, entry: Any) -> str:
             f"{name}: sha256 does not match the manifest (the file was altered after signing)"
         )
     return name
+
+
+def load_public_key(path: str | os.PathLike[str]) -> bytes:
+    """Read a signer's public key to pin: a PEM public key, base64 text of the raw key, or the 32 raw bytes."""
+    data = Path(path).read_bytes()
+    if data.lstrip().startswith(b"-----BEGIN PUBLIC KEY-----"):
+        key = serialization.load_pem_public_key(data)
+        if not isinstance(key, Ed25519PublicKey):
+            raise ConfigError(f"{path}: not an Ed25519 public key")
+        return public_key_bytes(key)
+    if len(data) == 32:
+        return data
+    try:
+        raw = base64.b64decode(data.strip(), validate=True)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise ConfigError(f"{path}: expected an Ed25519 public key (PEM, base64 or 32 raw bytes)")
+    return raw

@@ -188,7 +188,8 @@ def _check_header(df: pd.DataFrame, schema: Schema, source: str) -> None:
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise DataValidationError(f"{source}: the header names column {repeated[0]!r} more than once; rename one")
-    missing = [c.name for c in schema.columns if c.name not in names]
+    # Identifiers are never used nor synthesized, so a table (a synthetic one, say) may leave them out.
+    missing = [c.name for c in schema.columns if c.name not in names and c.type != "identifier"]
     if missing:
         raise DataValidationError(
             f"{source}: the header has no column {missing[0]!r}"
@@ -207,6 +208,8 @@ def _validate(df: pd.DataFrame, schema: Schema, source: str, rows: np.ndarray) -
     failed: dict[str, np.ndarray] = {}
     failures: list[tuple[int, str, np.ndarray]] = []  # (column index, problem, failing rows)
     for j, col in enumerate(schema.columns):
+        if col.name not in df.columns:  # an identifier the table leaves out (see _check_header)
+            continue
         raw = df[col.name].astype(object)
         missing = (raw.isna() | (raw == "")).to_numpy(dtype=bool)
         typed[col.name], problems = _check_column(col, raw, missing)

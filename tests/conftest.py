@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-CANARY_ID = "CANARY-ID-5b1e9d7c"
-CANARY_CATEGORY = "CANARY-CAT-0a9f33e1"
-CANARY_FLOAT = "4242.424242424242"
+# Drawn afresh each session, so the canaries appear in no source file that might be shipped or logged.
+_RNG = np.random.default_rng()
+CANARY_ID = f"CANARY-ID-{uuid.uuid4().hex}"
+CANARY_CATEGORY = f"CANARY-CAT-{uuid.uuid4().hex}"
+CANARY_FLOAT = f"{_RNG.uniform(1000, 9000):.9f}"
 
 SMALL_SCHEMA = {
     "dataset": "clinic",
