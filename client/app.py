@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from typing import cast
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -38,8 +39,9 @@ logger = logging.getLogger(__name__)
 def train(msg: Message, context: Context) -> Message:
     """One round of local DP training."""
     configure_logging()
-    plan = TrainingPlan.from_config(msg.content["config"])
-    server_round = int(msg.content["config"]["server-round"])
+    config = msg.content.config_records["config"]
+    plan = TrainingPlan.from_config(config)
+    server_round = int(cast(int, config["server-round"]))
     site = SiteConfig.from_context(dict(context.node_config), dict(context.run_config))
     schema = _schema(plan, site)
     encoder = TableEncoder.from_schema(schema)
@@ -47,10 +49,7 @@ def train(msg: Message, context: Context) -> Message:
 
     ledger = Ledger.load(site.ledger_path)
     check_budget(ledger, site, plan)
-    releases = [
-        Release("dp-sgd", plan.noise_multiplier, plan.sample_rate, plan.local_steps),
-        Release("train-loss", plan.metric_noise_multiplier, 1.0, 1),
-    ]
+    releases = [Release(*named) for named in plan.named_round_releases()]
     # Write-ahead: the spend is durable before any training result exists, so no crash can forget it.
     entry = record_spend(
         site.ledger_path, site=site.site, round=server_round, level="record", accountant=plan.accountant,
@@ -58,7 +57,7 @@ def train(msg: Message, context: Context) -> Message:
     )
 
     generator = TVAEGenerator(encoder.blocks, encoder.dim, plan.model_config, seed=plan.seed)
-    generator.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    generator.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
     seed = site.noise_seed if site.noise_seed is not None else secrets.randbits(63)
     rng = torch.Generator().manual_seed(seed + server_round)
     result = train_round(
@@ -89,7 +88,7 @@ def deliver(msg: Message, context: Context) -> Message:
     """Receive the pooled synthetic table and its signed manifest."""
     configure_logging()
     site = SiteConfig.from_context(dict(context.node_config), dict(context.run_config))
-    written = receive_delivery(msg.content["delivery"], site.output_dir)
+    written = receive_delivery(msg.content.config_records["delivery"], site.output_dir)
     logger.info("%s received the synthetic table: %s", site.site, written)
     reply = ConfigRecord({"site": site.site, "path": str(written)})
     return Message(content=RecordDict({"receipt": reply}), reply_to=msg)

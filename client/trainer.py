@@ -112,7 +112,7 @@ def _noisy_mean_loss(generator: TabularGenerator, data: torch.Tensor, plan: Trai
     The ledger charges it in every round as ``(z, 1.0, 1)``.
     """
     criterion = generator.criterion().to(data.device)
-    criterion.reduction = "none"
+    setattr(criterion, "reduction", "none")  # noqa: B010 - per-row losses, as Opacus's loss wrapper does
     with torch.no_grad():
         losses = criterion(generator.module(data), data).clamp(0.0, LOSS_BOUND).cpu()
     scale = plan.metric_noise_multiplier * (2.0**0.5)

@@ -35,6 +35,7 @@ class ConsortiumLedger:
     def record_round(self, server_round: int, reports: list[SiteReport]) -> None:
         plan = self.plan
         main, metric = plan.round_releases()
+        extra = tuple(Release(*named) for named in plan.named_round_releases()[1:])
         for report in sorted(reports, key=lambda r: r.site):
             if report.steps != plan.local_steps:
                 logger.warning("%s reported %d steps, the plan says %d", report.site, report.steps, plan.local_steps)
@@ -48,7 +49,7 @@ class ConsortiumLedger:
             entry = LedgerEntry(
                 site=report.site, round=server_round, level="record", accountant=plan.accountant,
                 noise_multiplier=main[0], sample_rate=main[1], steps=main[2], delta=plan.delta, epsilon=eps,
-                run_id=plan.run_id, extra_releases=(Release("train-loss", metric[0], metric[1], metric[2]),),
+                run_id=plan.run_id, extra_releases=extra,
             )
             self.ledger = self.ledger.append(entry)
         self.last_round_losses = {r.site: r.noisy_loss for r in reports}

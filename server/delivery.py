@@ -8,11 +8,9 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from server.publish import Publication
-from shared.manifest import public_key_bytes
+from shared.manifest import DELIVERY_PREFIX, public_key_bytes
 
 logger = logging.getLogger(__name__)
-
-DELIVERY_PREFIX = "file:"
 
 
 def deliver(grid: Grid, participants: dict[int, str], publication: Publication, key: object) -> dict[str, str]:

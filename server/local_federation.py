@@ -48,6 +48,9 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
         FLWR_DISABLE_UPDATE_CHECK="1",
         PYTHONUNBUFFERED="1",
         RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO="0",
+        # The SuperLink starts `flower-superexec` and friends by name: find them beside this interpreter even
+        # when the virtualenv is not activated (`.venv/bin/fedsynth demo`).
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
     )
     return env
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord
@@ -92,8 +93,8 @@ def _report(msg: Message) -> SiteReport:
     return SiteReport(
         node_id=msg.metadata.src_node_id,
         site=str(msg.content.config_records["site"]["site"]),
-        noisy_loss=float(metrics["noisy-loss"]),  # type: ignore[arg-type]
-        epsilon_run=float(metrics["epsilon-run"]),  # type: ignore[arg-type]
-        epsilon_total=float(metrics["epsilon-total"]),  # type: ignore[arg-type]
-        steps=int(metrics["steps"]),  # type: ignore[call-overload]
+        noisy_loss=float(cast(float, metrics["noisy-loss"])),
+        epsilon_run=float(cast(float, metrics["epsilon-run"])),
+        epsilon_total=float(cast(float, metrics["epsilon-total"])),
+        steps=int(cast(float, metrics["steps"])),
     )

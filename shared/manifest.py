@@ -48,6 +48,9 @@ SIGNATURE_NAME = "manifest.json.sig"
 _CHUNK = 1 << 20
 
 
+# Files of a signed output travel to sites as ConfigRecord entries named "file:<name>".
+DELIVERY_PREFIX = "file:"
+
 @dataclass(frozen=True)
 class VerificationReport:
     """What :func:`verify_output` established. ``pinned`` is False when only the embedded key was used."""

@@ -18,6 +18,7 @@ from shared.tvae import TVAEConfig
 # Per-row losses are clipped to [0, LOSS_BOUND] before the noisy training-loss metric is released, which
 # bounds one row's influence on the metric (its sensitivity).
 LOSS_BOUND = 100.0
+ROUND_RELEASE_NAMES = ("dp-sgd", "train-loss")
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,10 @@ class TrainingPlan:
     def round_releases(self) -> History:
         """What one round costs a site: its DP-SGD steps, then the noisy training-loss metric."""
         return [(self.noise_multiplier, self.sample_rate, self.local_steps), (self.metric_noise_multiplier, 1.0, 1)]
+
+    def named_round_releases(self) -> list[tuple[str, float, float, int]]:
+        """``round_releases`` with the names the ledgers record them under."""
+        return [(name, *release) for name, release in zip(ROUND_RELEASE_NAMES, self.round_releases(), strict=True)]
 
     def to_config(self) -> dict[str, Any]:
         """Flat values for a Flower ``ConfigRecord`` (keys prefixed so they cannot clash with Flower's)."""

@@ -62,6 +62,7 @@ class TVAELoss(nn.Module):
         self.dim, self.latent, self.config = dim, config.latent, config
         self.categorical = [b for b in blocks if b.kind == "categorical"]
         offsets = [b.start for b in blocks if b.kind == "offset"]
+        self.offset_index: torch.Tensor
         self.register_buffer("offset_index", torch.tensor(offsets, dtype=torch.long), persistent=False)
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
