@@ -22,7 +22,7 @@ def receive_delivery(record: ConfigRecord, output_dir: Path) -> Path:
     manifest = json.loads(files["manifest.json"])
     run_id = str(manifest.get("run_id", "run"))
     target = output_dir / run_id
-    for name, data in files.items():
+    for name in files:
         if Path(name).name != name:
             raise VerificationError(f"the delivery names a file outside its folder ({name!r}); nothing was used")
     for name, data in sorted(files.items()):

@@ -30,7 +30,6 @@ class ConsortiumLedger:
     def __init__(self, path: Path, plan: TrainingPlan) -> None:
         self.path, self.plan = path, plan
         self.ledger = Ledger.load(path)
-        self.last_round_losses: dict[str, float] = {}
 
     def record_round(self, server_round: int, reports: list[SiteReport]) -> None:
         plan = self.plan
@@ -52,7 +51,6 @@ class ConsortiumLedger:
                 run_id=plan.run_id, extra_releases=extra,
             )
             self.ledger = self.ledger.append(entry)
-        self.last_round_losses = {r.site: r.noisy_loss for r in reports}
         self._progress(server_round, reports)
         if not reports:
             raise NoSiteTrained(
