@@ -18,16 +18,19 @@ from flwr.clientapp import ClientApp
 
 from client.data import load_site_data
 from client.delivery import receive_delivery
+from client import secure_aggregation
 from client.policy import check_budget
+from client.secure_aggregation import mask_update
+from client.site_dp import site_update
 from client.site import SiteConfig
 from client.trainer import train_round
 from shared.accounting import epsilon
 from shared.device import pick_device
 from shared.encoding import TableEncoder
-from shared.errors import SchemaError
+from shared.errors import SchemaError, SecureAggregationError
 from shared.ledger import Ledger, Release, record_spend
 from shared.logs import configure_logging
-from shared.plan import TrainingPlan
+from shared.plan import TRUST_LOCAL, TRUST_SECAGG, TrainingPlan
 from shared.schema import Schema, load_schema
 from shared.tvae import TVAEGenerator
 
@@ -49,20 +52,31 @@ def train(msg: Message, context: Context) -> Message:
 
     ledger = Ledger.load(site.ledger_path)
     check_budget(ledger, site, plan)
+    if plan.secure_agg and "secagg" not in msg.content.config_records:
+        raise SecureAggregationError("the plan asks for secure aggregation but the round carries no shares")
+    shares_noise = plan.record_noise == "shared" and site.trusts_secure_aggregation
+    own_noise = plan.record_noise_share(site.trusts_secure_aggregation)
+    trust = TRUST_SECAGG if shares_noise else TRUST_LOCAL
+    if plan.record_noise == "shared" and not shares_noise:
+        logger.warning("%s does not trust secure aggregation (its policy): it adds the full noise itself", site.site)
     releases = [Release(*named) for named in plan.named_round_releases()]
     # Write-ahead: the spend is durable before any training result exists, so no crash can forget it.
     entry = record_spend(
         site.ledger_path, site=site.site, round=server_round, level="record", accountant=plan.accountant,
-        delta=plan.delta, releases=releases, run_id=plan.run_id,
+        delta=plan.delta, releases=releases, run_id=plan.run_id, trust=trust,
+        fallback_noise_multiplier=own_noise if shares_noise else None,
     )
+    if plan.site_dp != "off":
+        _record_site_level(site, plan, server_round)
 
+    arrays = msg.content.array_records["arrays"]
     generator = TVAEGenerator(encoder.blocks, encoder.dim, plan.model_config, seed=plan.seed)
-    generator.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
+    generator.load_state_dict(arrays.to_torch_state_dict())
     seed = site.noise_seed if site.noise_seed is not None else secrets.randbits(63)
     rng = torch.Generator().manual_seed(seed + server_round)
     result = train_round(
         generator, data.encoded, plan, history=ledger.history(site.site, "record"),
-        rng=rng, device=pick_device(site.device),
+        rng=rng, device=pick_device(site.device), noise_multiplier=own_noise,
     )
     run_epsilon = _run_epsilon(Ledger.load(site.ledger_path), site.site, plan)
     logger.info(
@@ -78,9 +92,44 @@ def train(msg: Message, context: Context) -> Message:
             "steps": result.steps,
         }
     )
-    identity = ConfigRecord({"site": site.site})
-    content = RecordDict({"arrays": ArrayRecord(generator.state_dict()), "metrics": metrics, "site": identity})
+    identity = ConfigRecord({"site": site.site, "trust": trust})
+    reply_arrays = ArrayRecord(generator.state_dict())
+    if plan.secure_agg:
+        keys = list(arrays.keys())
+        update = site_update(plan, [reply_arrays[k].numpy() - arrays[k].numpy() for k in keys])
+        reply_arrays = mask_update(context, msg.content.config_records["secagg"], keys, update)
+    content = RecordDict({"arrays": reply_arrays, "metrics": metrics, "site": identity})
     return Message(content=content, reply_to=msg)
+
+
+@app.query("secagg_setup")
+def secagg_setup(msg: Message, context: Context) -> Message:
+    """Secure aggregation, stage 1: this round's public keys."""
+    return secure_aggregation.setup(msg, context)
+
+
+@app.query("secagg_share")
+def secagg_share(msg: Message, context: Context) -> Message:
+    """Secure aggregation, stage 2: encrypted Shamir shares for the other sites."""
+    return secure_aggregation.share(msg, context)
+
+
+@app.query("secagg_unmask")
+def secagg_unmask(msg: Message, context: Context) -> Message:
+    """Secure aggregation, stage 4: the shares that unmask the sum (and only the sum)."""
+    return secure_aggregation.unmask(msg, context)
+
+
+def _record_site_level(site: SiteConfig, plan: TrainingPlan, server_round: int) -> None:
+    """Site-level DP spend, written ahead like the record-level one (the site's own copy of the claim)."""
+    fallback = None
+    if plan.site_dp == "distributed":
+        fallback = plan.site_noise_multiplier / plan.secagg_threshold**0.5
+    record_spend(
+        site.ledger_path, site=site.site, round=server_round, level="site", accountant=plan.accountant,
+        delta=plan.delta, releases=[Release("site-update", *plan.site_round_release())], run_id=plan.run_id,
+        trust=plan.site_trust, fallback_noise_multiplier=fallback,
+    )
 
 
 @app.query("deliver")

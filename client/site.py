@@ -26,6 +26,9 @@ class SiteConfig:
     schema_path: Path | None
     device: str
     noise_seed: int | None
+    # Whether this site accepts adding only its share of the record-level noise, relying on secure
+    # aggregation to hide its update (off unless the site's own policy says so).
+    trusts_secure_aggregation: bool = False
 
     def __post_init__(self) -> None:
         if not self.site or any(c in self.site for c in "/\\:"):
@@ -54,6 +57,7 @@ class SiteConfig:
             schema_path=Path(str(node_config["schema-path"])) if "schema-path" in node_config else None,
             device=str(node_config.get("device", "auto")),
             noise_seed=int(node_config["noise-seed"]) if "noise-seed" in node_config else None,
+            trusts_secure_aggregation=_flag(node_config.get("trust-secure-aggregation", False)),
         )
 
     @classmethod
@@ -72,4 +76,14 @@ class SiteConfig:
             schema_path=None,
             device=str(run_config.get("simulation.device", "auto")),
             noise_seed=None,
+            trusts_secure_aggregation=_flag(run_config.get("simulation.trust-secure-aggregation", False)),
         )
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in ("true", "false", "1", "0", "yes", "no", ""):
+        raise ConfigError(f"node config trust-secure-aggregation must be true or false, got {value!r}")
+    return text in ("true", "1", "yes")

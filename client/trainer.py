@@ -45,21 +45,30 @@ def train_round(
     history: History,
     rng: torch.Generator,
     device: torch.device,
+    noise_multiplier: float | None = None,
 ) -> LocalResult:
     """Run ``plan.local_steps`` DP-SGD steps on ``data`` and release a noisy mean training loss.
 
     ``history`` is the site's accountant history before this round (from its ledger); the returned history
     is the accountant's own record after it, which the caller checks against what it wrote ahead.
+    ``noise_multiplier`` is the noise this site adds itself: the plan's sigma, or its share of it when the
+    record-level noise is shared and the update leaves only inside a secure sum.
     """
+    noise = plan.noise_multiplier if noise_multiplier is None else noise_multiplier
     module = generator.module.to(device)
     data = data.to(device)
     gsm = GradSampleModuleFastGradientClipping(
         module, batch_first=True, loss_reduction="mean", max_grad_norm=plan.max_grad_norm, use_ghost_clipping=True
     )
-    expected_batch = max(1, round(plan.sample_rate * data.shape[0]))
+    if plan.record_noise == "shared":
+        # Every site divides by the same public number, so the secure sum is exactly one central DP-SGD
+        # step; a site-specific divisor would weight (and under-noise) small sites' rows.
+        expected_batch = plan.shared_batch_size
+    else:
+        expected_batch = max(1, round(plan.sample_rate * data.shape[0]))
     optimizer = DPOptimizerFastGradientClipping(
         torch.optim.SGD(gsm.parameters(), lr=plan.lr),
-        noise_multiplier=plan.noise_multiplier,
+        noise_multiplier=noise,
         max_grad_norm=plan.max_grad_norm,
         expected_batch_size=expected_batch,
         loss_reduction="mean",
@@ -84,7 +93,7 @@ def train_round(
                 _noise_only_step(gsm, optimizer)
             steps += 1
     gsm._close()  # remove Opacus hooks so the bare module can be sampled and serialised
-    expected = list(history) + [(plan.noise_multiplier, plan.sample_rate, plan.local_steps)]
+    expected = list(history) + [(noise, plan.sample_rate, plan.local_steps)]
     if _flatten(accountant.history) != _flatten(expected):
         raise LedgerError(
             "the accountant recorded a different number of DP-SGD steps than the ledger was charged for; "

@@ -16,6 +16,7 @@ from server.consortium import ConsortiumLedger, NoSiteTrained
 from server.delivery import deliver
 from server.plan import describe_plan, make_plan
 from server.publish import publish
+from server.secure_round import SecureRounds
 from server.strategy import LedgeredFedAdam
 from server.summary import summarize
 from shared.atomic import atomic_write_text
@@ -45,9 +46,10 @@ def main(grid: Grid, context: Context) -> None:
     generator = TVAEGenerator(encoder.blocks, encoder.dim, plan.model_config, seed=plan.seed)
     ledger = ConsortiumLedger(config.out_dir / "ledger.json", plan)
     checkpointer = Checkpointer(config.out_dir / "checkpoint", plan, ledger)
+    secure_sum = SecureRounds(plan) if plan.secure_agg else None
     strategy = LedgeredFedAdam(
-        on_round=ledger.record_round, fraction_evaluate=0.0, min_train_nodes=config.min_sites,
-        min_available_nodes=config.min_sites, eta=config.server_lr, eta_l=plan.lr,
+        on_round=ledger.record_round, plan=plan, secure_sum=secure_sum, fraction_evaluate=0.0,
+        min_train_nodes=config.min_sites, min_available_nodes=config.min_sites, eta=config.server_lr, eta_l=plan.lr,
     )
     try:
         result = strategy.start(

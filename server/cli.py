@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from shared.errors import FedsynthError
+from shared.ledger import LEVELS, Ledger
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +30,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--schema", type=Path, default=None, help="the table's schema.json")
     demo.add_argument("--local-steps", type=int, default=None, help="DP-SGD steps per site and round")
     demo.add_argument("--force", action="store_true", help="replace an earlier run in --out")
+    demo.add_argument("--site-dp", action="store_true",
+                      help="add site-level DP (DP-FedAvg): central, or distributed with --secure-agg")
+    demo.add_argument("--secure-agg", action="store_true", help="secure aggregation: the server sees only the sum")
+    demo.add_argument("--shared-noise", action="store_true",
+                      help="with --secure-agg: each site adds only its share of the record-level noise (1 local step)")
+    demo.add_argument("--site-epsilon", type=float, default=10.0, help="site-level target epsilon (with --site-dp)")
+    demo.add_argument("--site-clip", type=float, default=1.0, help="site-level clipping norm of an update")
 
     schema = sub.add_parser("schema", help="schema tools")
     schema_sub = schema.add_subparsers(dest="schema_command", required=True)
@@ -67,7 +75,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             out=args.out, sites=args.sites, rounds=args.rounds, epsilon=args.epsilon, delta=args.delta,
             split=args.split, seed=args.seed, rows=args.rows, data=args.data or BUNDLED_DATA,
             schema=args.schema or BUNDLED_SCHEMA, split_by=args.split_by, local_steps=args.local_steps,
-            force=args.force,
+            force=args.force, site_dp=args.site_dp, secure_agg=args.secure_agg, shared_noise=args.shared_noise,
+            site_epsilon=args.site_epsilon, site_clip=args.site_clip,
         )
         return run_demo(options)
     if args.command == "schema":
@@ -77,13 +86,31 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "verify":
         return _verify(args.dir, args.public_key)
     if args.command == "ledger":
-        from shared.ledger import Ledger
 
-        ledger = Ledger.load(args.path)
-        ledger.verify()
-        print(f"{args.path}: {len(ledger.entries)} entries, every epsilon recomputed from its parameters: ok")
-        return 0
+        return _verify_ledger(Ledger.load(args.path))
     raise AssertionError(args.command)
+
+
+def _verify_ledger(ledger: Ledger) -> int:
+    """Recompute every entry, then show what each site spent at each level and what it rests on."""
+    checked = ledger.verify()
+    print(f"{ledger.path}: {checked} entries, every epsilon recomputed from its logged parameters "
+          "(within 1%): ok")
+    for site in ledger.sites():
+        for level in LEVELS:
+            entries = ledger.entries_for(site, level)
+            if not entries:
+                continue
+            last = entries[-1]
+            trusts = sorted({e.trust for e in entries})
+            line = (f"  {site} {level}-level: epsilon {last.epsilon:.4f} at delta {last.delta:g} "
+                    f"({last.accountant}, {len(entries)} rounds; rests on: {', '.join(trusts)})")
+            if trusts != ["local"]:
+                fallback = ledger.fallback_spent(site, level)
+                shown = "no bound (the server added all the noise)" if fallback == float("inf") else f"{fallback:.4f}"
+                line += f"; if that trust fails: {shown}"
+            print(line)
+    return 0
 
 
 def _verify(directory: Path, public_key: Path | None) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 
 from shared.accounting import ACCOUNTANTS
 from shared.errors import ConfigError
+from shared.plan import RECORD_NOISE_MODES, SITE_DP_MODES
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,13 @@ class RunConfig:
     hidden: int
     latent: int
     kl_weight: float
+    site_dp: str = "off"
+    site_target_epsilon: float = 10.0
+    site_clip: float = 1.0
+    secure_agg: bool = False
+    record_noise: str = "local"
+    shared_batch_size: int = 256
+    secagg_clip_range: float = 10.0
 
     def __post_init__(self) -> None:
         rules: list[tuple[bool, str, object]] = [
@@ -54,10 +62,31 @@ class RunConfig:
             (self.server_lr > 0, "train.server-lr must be > 0", self.server_lr),
             (self.hidden >= 1 and self.latent >= 1, "train.hidden and train.latent must be >= 1", self.hidden),
             (self.kl_weight >= 0, "train.kl-weight must be >= 0", self.kl_weight),
+            (self.site_dp in SITE_DP_MODES, f"site-dp.mode must be one of {SITE_DP_MODES}", self.site_dp),
+            (self.site_target_epsilon > 0, "site-dp.target-epsilon must be > 0", self.site_target_epsilon),
+            (self.site_clip > 0, "site-dp.clip must be > 0", self.site_clip),
+            (self.record_noise in RECORD_NOISE_MODES, f"dp.record-noise must be one of {RECORD_NOISE_MODES}",
+             self.record_noise),
+            (self.shared_batch_size >= 1, "dp.shared-batch-size must be >= 1", self.shared_batch_size),
+            (self.secagg_clip_range > 0, "secure-agg.clip-range must be > 0", self.secagg_clip_range),
         ]
         for ok, message, value in rules:
             if not ok:
                 raise ConfigError(f"{message}, got {value!r}")
+        needs_secagg = self.site_dp == "distributed" or self.record_noise == "shared"
+        if needs_secagg and not self.secure_agg:
+            raise ConfigError(
+                "site-dp.mode='distributed' and dp.record-noise='shared' rely on secure aggregation to hide each "
+                "site's partly-noised update from the server: set secure-agg=true"
+            )
+        if self.secure_agg and self.min_sites < 2:
+            raise ConfigError("secure-agg needs min-sites >= 2: a sum over one site is that site's update")
+        if self.record_noise == "shared" and self.local_steps != 1:
+            raise ConfigError(
+                f"dp.record-noise='shared' needs train.local-steps=1, got {self.local_steps}: with more local steps "
+                "a site's later gradients depend on its own, less-noised earlier steps, and the securely summed "
+                "update is no longer a central DP-SGD step (raise dp.sample-rate or num-rounds instead)"
+            )
         if not self.schema_path.is_file():
             raise ConfigError(f"schema-path: no schema file at {self.schema_path}; pass --run-config 'schema-path=\"...\"'")
 
@@ -75,7 +104,7 @@ class RunConfig:
             signing_key=Path(key).expanduser().resolve(),
             target_epsilon=float(_get(rc, "dp.target-epsilon", 3.0)),
             delta=float(_get(rc, "dp.delta", 1e-5)),
-            accountant=str(_get(rc, "dp.accountant", "rdp")),
+            accountant=str(_get(rc, "dp.accountant", "prv")),
             sample_rate=float(_get(rc, "dp.sample-rate", 0.05)),
             max_grad_norm=float(_get(rc, "dp.max-grad-norm", 1.0)),
             metric_noise_multiplier=float(_get(rc, "dp.metric-noise-multiplier", 100.0)),
@@ -85,6 +114,13 @@ class RunConfig:
             hidden=int(_get(rc, "train.hidden", 256)),
             latent=int(_get(rc, "train.latent", 16)),
             kl_weight=float(_get(rc, "train.kl-weight", 0.3)),
+            site_dp=str(_get(rc, "site-dp.mode", "off")),
+            site_target_epsilon=float(_get(rc, "site-dp.target-epsilon", 10.0)),
+            site_clip=float(_get(rc, "site-dp.clip", 1.0)),
+            secure_agg=_flag(_get(rc, "secure-agg", False), "secure-agg"),
+            record_noise=str(_get(rc, "dp.record-noise", "local")),
+            shared_batch_size=int(_get(rc, "dp.shared-batch-size", 256)),
+            secagg_clip_range=float(_get(rc, "secure-agg.clip-range", 10.0)),
         )
 
 
@@ -93,3 +129,13 @@ def _get(rc: dict[str, Any], key: str, default: Any) -> Any:
     if isinstance(value, (dict, list)):
         raise ConfigError(f"run config {key!r} must be a single value")
     return value
+
+
+def _flag(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "1", "yes"):
+        return True
+    if str(value).lower() in ("false", "0", "no", ""):
+        return False
+    raise ConfigError(f"run config {key!r} must be true or false, got {value!r}")

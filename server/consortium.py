@@ -12,10 +12,10 @@ import math
 from pathlib import Path
 
 from server.strategy import SiteReport
-from shared.accounting import epsilon
+from shared.accounting import HistoryEntry, epsilon
 from shared.errors import FedsynthError
 from shared.ledger import Ledger, LedgerEntry, Release
-from shared.plan import TrainingPlan
+from shared.plan import TRUST_SECAGG, TrainingPlan
 
 logger = logging.getLogger(__name__)
 
@@ -38,24 +38,56 @@ class ConsortiumLedger:
         for report in sorted(reports, key=lambda r: r.site):
             if report.steps != plan.local_steps:
                 logger.warning("%s reported %d steps, the plan says %d", report.site, report.steps, plan.local_steps)
-            history = self.ledger.history(report.site, "record") + [main, metric]
-            eps = epsilon(history, delta=plan.delta, accountant=plan.accountant)
-            if not math.isclose(eps, report.epsilon_run, rel_tol=1e-6, abs_tol=1e-9):
-                logger.warning(
-                    "%s reports epsilon %.6f for this run, the server computes %.6f; the site's ledger is the "
-                    "authority, check it with 'fedsynth ledger verify'", report.site, report.epsilon_run, eps,
-                )
-            entry = LedgerEntry(
-                site=report.site, round=server_round, level="record", accountant=plan.accountant,
-                noise_multiplier=main[0], sample_rate=main[1], steps=main[2], delta=plan.delta, epsilon=eps,
-                run_id=plan.run_id, extra_releases=extra,
-            )
-            self.ledger = self.ledger.append(entry)
+            self._record_level(server_round, report, main, metric, extra)
+            if plan.site_dp != "off":
+                self._site_level(server_round, report)
         self._progress(server_round, reports)
         if not reports:
             raise NoSiteTrained(
                 f"round {server_round}: no site returned a usable update (see the warnings above); stopping"
             )
+
+    def _record_level(
+        self, server_round: int, report: SiteReport, main: HistoryEntry, metric: HistoryEntry,
+        extra: tuple[Release, ...],
+    ) -> None:
+        """The mirror of the site's own entry; with shared noise the site alone added sigma/sqrt(t)."""
+        plan = self.plan
+        shared = report.trust == TRUST_SECAGG
+        fallback = plan.record_noise_share(True) if shared else None
+        history = self.ledger.history(report.site, "record") + [main, metric]
+        eps = epsilon(history, delta=plan.delta, accountant=plan.accountant)
+        if not math.isclose(eps, report.epsilon_run, rel_tol=1e-6, abs_tol=1e-9):
+            logger.warning(
+                "%s reports epsilon %.6f for this run, the server computes %.6f; the site's ledger is the "
+                "authority, check it with 'fedsynth ledger verify'", report.site, report.epsilon_run, eps,
+            )
+        entry = LedgerEntry(
+            site=report.site, round=server_round, level="record", accountant=plan.accountant,
+            noise_multiplier=main[0], sample_rate=main[1], steps=main[2], delta=plan.delta, epsilon=eps,
+            run_id=plan.run_id, extra_releases=extra, trust=report.trust, fallback_noise_multiplier=fallback,
+        )
+        self.ledger = self.ledger.append(entry)
+
+    def _site_level(self, server_round: int, report: SiteReport) -> None:
+        """DP-FedAvg: one unsampled Gaussian release of the clipped sum per round, for every site in it."""
+        plan = self.plan
+        release = plan.site_round_release()
+        history = self.ledger.history(report.site, "site") + [release]
+        fallback = None
+        if plan.site_dp == "distributed":
+            # Alone, a site's update carries only its share: noise multiplier z/sqrt(t) relative to S.
+            fallback = plan.site_noise_multiplier / plan.secagg_threshold**0.5
+        entry = LedgerEntry(
+            site=report.site, round=server_round, level="site", accountant=plan.accountant,
+            noise_multiplier=release[0], sample_rate=release[1], steps=release[2], delta=plan.delta,
+            epsilon=epsilon(history, delta=plan.delta, accountant=plan.accountant), run_id=plan.run_id,
+            trust=plan.site_trust, fallback_noise_multiplier=fallback,
+        )
+        self.ledger = self.ledger.append(entry)
+
+    def site_level_spent(self) -> dict[str, float]:
+        return {site: self.ledger.spent(site, "site") for site in self.ledger.sites() if self.ledger.entries_for(site, "site")}
 
     def spent(self) -> dict[str, float]:
         return {site: self.ledger.spent(site, "record") for site in self.ledger.sites()}

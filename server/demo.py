@@ -44,6 +44,11 @@ class DemoOptions:
     split_by: str | None
     local_steps: int | None
     force: bool
+    site_dp: bool = False
+    secure_agg: bool = False
+    shared_noise: bool = False
+    site_epsilon: float = 10.0
+    site_clip: float = 1.0
 
     def __post_init__(self) -> None:
         if self.sites < 2:
@@ -52,6 +57,8 @@ class DemoOptions:
             raise ConfigError(f"--rounds must be >= 1, got {self.rounds}")
         if self.split not in ("iid", "non-iid"):
             raise ConfigError(f"--split must be 'iid' or 'non-iid', got {self.split!r}")
+        if self.shared_noise and not self.secure_agg:
+            raise ConfigError("--shared-noise needs --secure-agg: the partly-noised updates must be hidden in a sum")
         for path, flag in ((self.data, "--data"), (self.schema, "--schema")):
             if not path.is_file():
                 raise ConfigError(f"{flag}: no file at {path}")
@@ -73,6 +80,7 @@ def run_demo(options: DemoOptions) -> int:
     }
     if options.local_steps:
         run_config["train.local-steps"] = options.local_steps
+    run_config.update(_privacy_options(options))
     with local_superlink(out / ".flower") as env:
         run_app(APP_DIR, num_sites=options.sites, run_config=run_config, env=env)
     missing = [name for name in _OUTPUTS if not (out / name).is_file()]
@@ -83,6 +91,22 @@ def run_demo(options: DemoOptions) -> int:
     report = verify_output(out)
     _print_summary(out, time.monotonic() - start, report.fingerprint)
     return 0
+
+
+def _privacy_options(options: DemoOptions) -> dict[str, object]:
+    """Run-config keys for site-level DP, secure aggregation and shared record-level noise."""
+    extra: dict[str, object] = {}
+    if options.secure_agg:
+        # SecAgg's threshold (min-sites) must be a majority; a round then survives any minority dropping out.
+        extra.update({"secure-agg": True, "min-sites": options.sites // 2 + 1})
+    if options.site_dp:
+        extra.update({
+            "site-dp.mode": "distributed" if options.secure_agg else "central",
+            "site-dp.target-epsilon": options.site_epsilon, "site-dp.clip": options.site_clip,
+        })
+    if options.shared_noise:
+        extra.update({"dp.record-noise": "shared", "train.local-steps": 1, "simulation.trust-secure-aggregation": True})
+    return extra
 
 
 def _prepare_out(out: Path, force: bool) -> None:
@@ -145,6 +169,15 @@ def _print_summary(out: Path, seconds: float, fingerprint: str) -> None:
           f"{record['accountant']}):")
     for site, eps in sorted(record["epsilon_per_site"].items()):
         print(f"    {site}: {eps:.4f}")
+    if record.get("rests_on", ["local"]) != ["local"]:
+        fallback = record["epsilon_if_trust_fails_per_site"]
+        print(f"    (rests on {', '.join(record['rests_on'])}; if that fails: "
+              + ", ".join(f"{s} {e:.2f}" for s, e in sorted(fallback.items())) + ")")
+    site_level = manifest["privacy"].get("site")
+    if site_level:
+        print(f"  site-level epsilon ({site_level['mode']}, target {site_level['target_epsilon']:g}, rests on "
+              f"{', '.join(site_level['rests_on'])}): " + ", ".join(
+                  f"{s} {e:.4f}" for s, e in sorted(site_level["epsilon_per_site"].items())))
     print(f"  synthetic rows: {manifest['rows']}")
     print(f"  outputs: {out}/synthetic.csv, synthetic.parquet, ledger.json, manifest.json (+ .sig)")
     print(f"  signature verified (key fingerprint {fingerprint[:16]}); each site's copy is in {out}/sites/site-N-received/")

@@ -27,6 +27,14 @@ def make_plan(config: RunConfig, schema: Schema, *, run_id: str | None = None) -
         extra_history=[(config.metric_noise_multiplier, 1.0, rounds)],
         accountant=config.accountant,
     )
+    site_noise = 0.0
+    if config.site_dp != "off":
+        # A site's whole update is one Gaussian release per round on the clipped sum, with no sampling
+        # amplification claimed (Flower samples sites without replacement, not by Poisson).
+        site_noise = solve_noise_multiplier(
+            target_epsilon=config.site_target_epsilon, delta=config.delta, sample_rate=1.0, steps=rounds,
+            accountant=config.accountant,
+        )
     return TrainingPlan(
         run_id=run_id or uuid.uuid4().hex[:12],
         rounds=rounds,
@@ -44,13 +52,43 @@ def make_plan(config: RunConfig, schema: Schema, *, run_id: str | None = None) -
         kl_weight=config.kl_weight,
         seed=config.seed,
         schema_json=json.dumps(schema.to_dict(), sort_keys=True),
+        site_dp=config.site_dp,
+        site_clip=config.site_clip,
+        site_noise_multiplier=site_noise,
+        site_target_epsilon=config.site_target_epsilon if config.site_dp != "off" else 0.0,
+        secure_agg=config.secure_agg,
+        secagg_threshold=config.min_sites if config.secure_agg else 0,
+        record_noise=config.record_noise,
+        shared_batch_size=config.shared_batch_size if config.record_noise == "shared" else 0,
+        secagg_clip_range=_secagg_clip_range(config, site_noise) if config.secure_agg else 0.0,
     )
+
+
+def _secagg_clip_range(config: RunConfig, site_noise: float) -> float:
+    """The per-coordinate range quantized for secure aggregation.
+
+    With distributed site-level DP an update is clipped to L2 norm S, so a coordinate is at most S plus its
+    noise share; 10 standard deviations make clipping a coordinate a < 1e-20 event. Otherwise the range is
+    the configured bound on a weight update's coordinates (sites log, locally, if they ever hit it).
+    """
+    if config.site_dp == "distributed":
+        share = site_noise * config.site_clip / config.min_sites**0.5
+        return config.site_clip + 10 * share
+    return config.secagg_clip_range
 
 
 def planned_epsilon(plan: TrainingPlan, rounds: int | None = None) -> float:
     """What one site that trains in every round has spent after ``rounds`` rounds (default: all)."""
     n = plan.rounds if rounds is None else rounds
     return epsilon(plan.round_releases() * n, delta=plan.delta, accountant=plan.accountant)
+
+
+def planned_site_epsilon(plan: TrainingPlan, rounds: int | None = None) -> float:
+    """Site-level epsilon after ``rounds`` rounds of DP-FedAvg (0.0 when site-level DP is off)."""
+    if plan.site_dp == "off":
+        return 0.0
+    n = plan.rounds if rounds is None else rounds
+    return epsilon([plan.site_round_release()] * n, delta=plan.delta, accountant=plan.accountant)
 
 
 def describe_plan(plan: TrainingPlan) -> str:
@@ -63,4 +101,19 @@ def describe_plan(plan: TrainingPlan) -> str:
         f"  record-level budget: epsilon {plan.target_epsilon:g} at delta {plan.delta:g} ({plan.accountant} accountant)",
         "  epsilon per site after each round: " + ", ".join(f"{e:.3f}" for e in per_round),
     ]
+    if plan.record_noise == "shared":
+        lines.append(
+            f"  record-level noise is shared: a trusting site adds sigma/sqrt({plan.secagg_threshold}) = "
+            f"{plan.record_noise_share(True):.4f}; the securely summed update carries at least sigma "
+            f"(a site that does not trust secure aggregation adds all of it)"
+        )
+    if plan.site_dp != "off":
+        where = "the server adds it" if plan.site_dp == "central" else "each site adds its share, summed securely"
+        lines.append(
+            f"  site-level DP ({plan.site_dp}): updates clipped to {plan.site_clip:g}, noise multiplier "
+            f"{plan.site_noise_multiplier:.4f} on the sum ({where}); epsilon {planned_site_epsilon(plan):.3f} "
+            f"of a {plan.site_target_epsilon:g} target at delta {plan.delta:g}"
+        )
+    if plan.secure_agg:
+        lines.append(f"  secure aggregation: a round completes only if at least {plan.secagg_threshold} sites survive")
     return "\n".join(lines)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -81,6 +82,41 @@ def _manifest(
     generator: TabularGenerator, schema: Schema, plan: TrainingPlan, ledger: Ledger, rounds: int, rows: int
 ) -> dict[str, object]:
     per_site = {site: ledger.spent(site, "record") for site in ledger.sites()}
+    privacy: dict[str, object] = {
+        "record": {
+            "epsilon": max(per_site.values(), default=0.0),
+            "epsilon_per_site": per_site,
+            "delta": plan.delta,
+            "target_epsilon": plan.target_epsilon,
+            "accountant": plan.accountant,
+            "noise_multiplier": plan.noise_multiplier,
+            "sample_rate": plan.sample_rate,
+            "steps_per_round": plan.local_steps,
+            "max_grad_norm": plan.max_grad_norm,
+            "noise": plan.record_noise,
+            "rests_on": _trusts(ledger, "record"),
+            "epsilon_if_trust_fails_per_site": _fallback(ledger, "record"),
+            "unit": "one row of a site's table",
+        }
+    }
+    if plan.site_dp != "off":
+        site_level = {site: ledger.spent(site, "site") for site in ledger.sites() if ledger.entries_for(site, "site")}
+        privacy["site"] = {
+            "epsilon": max(site_level.values(), default=0.0),
+            "epsilon_per_site": site_level,
+            "delta": plan.delta,
+            "target_epsilon": plan.site_target_epsilon,
+            "accountant": plan.accountant,
+            "mode": plan.site_dp,
+            "noise_multiplier": plan.site_noise_multiplier,
+            "clipping_norm": plan.site_clip,
+            "rests_on": _trusts(ledger, "site"),
+            "epsilon_if_trust_fails_per_site": _fallback(ledger, "site"),
+            "unit": "a site's whole table (its entire update in a round)",
+        }
+    if plan.secure_agg:
+        privacy["secure_aggregation"] = {"protocol": "SecAgg (Bonawitz et al. 2017), full graph",
+                                         "threshold": plan.secagg_threshold}
     return {
         "label": "SYNTHETIC",
         "notice": SYNTHETIC_NOTICE,
@@ -89,26 +125,27 @@ def _manifest(
         "schema": {"name": schema.name, "sha256": schema.hash},
         "generator": {"name": generator.name, "sha256": state_hash(generator.state_dict()),
                       "config": {"hidden": plan.hidden, "latent": plan.latent, "kl_weight": plan.kl_weight}},
-        "privacy": {
-            "record": {
-                "epsilon": max(per_site.values(), default=0.0),
-                "epsilon_per_site": per_site,
-                "delta": plan.delta,
-                "target_epsilon": plan.target_epsilon,
-                "accountant": plan.accountant,
-                "noise_multiplier": plan.noise_multiplier,
-                "sample_rate": plan.sample_rate,
-                "steps_per_round": plan.local_steps,
-                "max_grad_norm": plan.max_grad_norm,
-                "unit": "one row of a site's table",
-            }
-        },
+        "privacy": privacy,
         "rounds": rounds,
         "rounds_planned": plan.rounds,
         "sites": sorted(per_site),
         "rows": rows,
         "software": _versions(),
     }
+
+
+def _trusts(ledger: Ledger, level: str) -> list[str]:
+    return sorted({e.trust for e in ledger.entries if e.level == level})
+
+
+def _fallback(ledger: Ledger, level: str) -> dict[str, float | None]:
+    """Per site, the epsilon if every trust assumption failed; None (JSON null) where there is no bound."""
+    out: dict[str, float | None] = {}
+    for site in ledger.sites():
+        if ledger.entries_for(site, level):
+            value = ledger.fallback_spent(site, level)
+            out[site] = None if math.isinf(value) else value
+    return out
 
 
 def _versions() -> dict[str, str]:

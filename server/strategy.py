@@ -3,8 +3,18 @@
 
 DESIGN.md section 9 measured plain FedAvg with each site's own Adam at TSTR/TRTR 0.47 under epsilon 1, and
 local SGD with Adam at the server at 0.85, so FedAdam is the default. We do not re-implement it: this subclass
-only (1) refuses replies that are malformed, non-finite or wrongly shaped before Flower averages them, and
-(2) hands each accepted site's report to the consortium ledger before the round's result is used.
+only (1) refuses replies that are malformed, non-finite or wrongly shaped before Flower averages them,
+(2) hands each accepted site's report to the consortium ledger before the round's result is used, and
+(3) chooses where the average that Adam steps from comes from:
+
+- plain: Flower's FedAvg average;
+- central site-level DP: Flower's ``DifferentialPrivacyServerSideFixedClipping`` wrapped around a FedAvg
+  (clip each update to S, average, add N(0, (zS/m)^2)). The noise must go on the average *before* the Adam
+  step: wrapping FedAdam itself would noise Adam's output, whose sensitivity is not S/m;
+- secure aggregation: the sum the SecAgg protocol unmasks (server.secure_round), divided by the survivors.
+
+The averaging step sits between FedAdam and FedOpt in the method resolution order (``_Averaging``), so
+FedAdam's own ``aggregate_train`` calls it where it would call FedAvg's.
 """
 
 from __future__ import annotations
@@ -12,16 +22,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, MetricRecord
-from flwr.serverapp.strategy import FedAdam
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAdam, FedAvg
+from flwr.serverapp.strategy.fedopt import FedOpt
+
+from shared.plan import TrainingPlan
 
 logger = logging.getLogger(__name__)
 
 WEIGHT_KEY = "weight"
 _REQUIRED_METRICS = (WEIGHT_KEY, "noisy-loss", "epsilon-run", "epsilon-total", "steps")
+# Everything a site may send: anything else (a row count, an exact loss) would be an unpaid release.
+ALLOWED_METRICS = frozenset(_REQUIRED_METRICS)
 
 
 @dataclass(frozen=True)
@@ -34,15 +50,78 @@ class SiteReport:
     epsilon_run: float
     epsilon_total: float
     steps: int
+    trust: str = "local"
 
 
-class LedgeredFedAdam(FedAdam):
+class SecureSum(Protocol):
+    """What the strategy needs from a secure-aggregation round (server.secure_round.SecureRounds)."""
+
+    def open(self, server_round: int, messages: list[Message], grid: Grid) -> list[Message]:
+        """Run the key stages with the sampled sites; return the train messages for those still in."""
+
+    def unmask(self, server_round: int, replies: list[Message], grid: Grid) -> tuple[dict[str, np.ndarray], int]:
+        """Unmask the sum of the replies' update vectors; return (sum per parameter, number of survivors)."""
+
+
+class _Averaging(FedOpt):
+    """The average FedAdam steps from. Without a plan it is FedAvg's, exactly as in Flower."""
+
+    plan: TrainingPlan | None = None
+    secure_sum: SecureSum | None = None
+    grid: Grid | None = None
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        if self.secure_sum is not None:
+            return self._secure_average(server_round, replies)
+        if self.plan is not None and self.plan.site_dp == "central":
+            # A fresh wrapper per round so the noise is scaled by the sites that actually replied: with
+            # num_sampled_clients fixed, a dropped site would leave the sum under-noised.
+            dp = DifferentialPrivacyServerSideFixedClipping(
+                FedAvg(weighted_by_key=WEIGHT_KEY), noise_multiplier=self.plan.site_noise_multiplier,
+                clipping_norm=self.plan.site_clip, num_sampled_clients=len(replies),
+            )
+            dp.current_arrays = ArrayRecord({k: Array(v) for k, v in (self.current_arrays or {}).items()})
+            return dp.aggregate_train(server_round, replies)
+        return super().aggregate_train(server_round, replies)
+
+    def _secure_average(
+        self, server_round: int, replies: list[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        assert self.secure_sum is not None and self.grid is not None
+        total, survivors = self.secure_sum.unmask(server_round, replies, self.grid)
+        current = self.current_arrays or {}
+        average = {k: (current[k] + total[k] / survivors).astype(current[k].dtype) for k in current}
+        metrics = self.train_metrics_aggr_fn([msg.content for msg in replies], self.weighted_by_key)
+        return ArrayRecord({k: Array(v) for k, v in average.items()}), metrics
+
+
+class LedgeredFedAdam(FedAdam, _Averaging):
     """FedAdam that validates replies and reports accepted sites after every training round."""
 
-    def __init__(self, *, on_round: Callable[[int, list[SiteReport]], None], **kwargs: object) -> None:
+    def __init__(
+        self,
+        *,
+        on_round: Callable[[int, list[SiteReport]], None],
+        plan: TrainingPlan | None = None,
+        secure_sum: SecureSum | None = None,
+        **kwargs: object,
+    ) -> None:
         super().__init__(weighted_by_key=WEIGHT_KEY, **kwargs)  # type: ignore[arg-type]
         self._on_round = on_round
         self.participants: dict[int, str] = {}
+        self.plan, self.secure_sum = plan, secure_sum
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        if self.secure_sum is None:
+            return messages
+        self.grid = grid
+        return self.secure_sum.open(server_round, messages, grid)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -75,6 +154,11 @@ class LedgeredFedAdam(FedAdam):
         missing = [k for k in _REQUIRED_METRICS if k not in metrics]
         if missing:
             return f"metrics {missing} are missing"
+        unexpected = sorted(set(metrics) - ALLOWED_METRICS)
+        if unexpected:
+            return f"metrics {unexpected} are not part of the protocol (an unpaid release); refusing the update"
+        if metrics[WEIGHT_KEY] != 1.0:
+            return "aggregation weight must be 1.0: a weight derived from the site's rows would reveal its size"
         arrays = next(iter(content.array_records.values()))
         current = self.current_arrays or {}
         if set(arrays.keys()) != set(current):
@@ -83,6 +167,10 @@ class LedgeredFedAdam(FedAdam):
             values = array.numpy()
             if values.shape != current[key].shape:
                 return f"parameter {key!r} has shape {values.shape}, expected {current[key].shape}"
+            if self.secure_sum is not None:
+                if values.dtype.kind not in "iu":
+                    return f"parameter {key!r} is not a masked integer vector: secure aggregation is on"
+                continue
             if not np.all(np.isfinite(values)):
                 return f"parameter {key!r} holds non-finite values"
         return None
@@ -97,4 +185,5 @@ def _report(msg: Message) -> SiteReport:
         epsilon_run=float(cast(float, metrics["epsilon-run"])),
         epsilon_total=float(cast(float, metrics["epsilon-total"])),
         steps=int(cast(float, metrics["steps"])),
+        trust=str(msg.content.config_records["site"].get("trust", "local")),
     )

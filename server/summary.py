@@ -16,6 +16,14 @@ def summarize(publication: Publication, plan: TrainingPlan, receipts: dict[str, 
     ]
     for site, eps in sorted(privacy["epsilon_per_site"].items()):  # type: ignore[index]
         lines.append(f"  {site}: epsilon {eps:.4f} spent of {plan.target_epsilon:g}")
+    site_level = manifest["privacy"].get("site")  # type: ignore[union-attr]
+    if site_level:
+        lines.append(
+            f"site-level privacy ({site_level['mode']}, clip {site_level['clipping_norm']:g}, rests on "
+            f"{', '.join(site_level['rests_on'])}), target epsilon {site_level['target_epsilon']:g}:"
+        )
+        for site, eps in sorted(site_level["epsilon_per_site"].items()):
+            lines.append(f"  {site}: epsilon {eps:.4f}")
     lines.append(f"outputs in {publication.out_dir}:")
     for name in (*publication.files, "manifest.json", "manifest.json.sig"):
         lines.append(f"  {name}")

@@ -18,12 +18,14 @@ import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 
+import numpy as np
 from opacus.accountants import create_accountant
 
 from shared.errors import BudgetExceededError, ConfigError
 
 __all__ = [
     "ACCOUNTANTS",
+    "DEFAULT_ACCOUNTANT",
     "History",
     "HistoryEntry",
     "check_accountant",
@@ -40,6 +42,8 @@ HistoryEntry = tuple[float, float, int]
 History = list[HistoryEntry]
 
 ACCOUNTANTS: tuple[str, ...] = ("rdp", "prv")
+# PRV is the tighter of the two honest bounds (~9% below RDP on the default plan); it is the run default.
+DEFAULT_ACCOUNTANT = "prv"
 
 # Same ceiling as opacus.accountants.utils.MAX_SIGMA: beyond it the model learns nothing anyway.
 _MAX_SIGMA = 1e6
@@ -112,11 +116,15 @@ def _raw_epsilon(history: History, delta: float, accountant: str) -> float:
         return 0.0
     engine = create_accountant(mechanism=accountant)
     engine.history = compact
-    return float(engine.get_epsilon(delta=delta))
+    with warnings.catch_warnings(), np.errstate(divide="ignore"):
+        # PRV takes log(1 - q), which is -inf for unsampled releases (q = 1, e.g. a noisy metric or a
+        # site-level round); its own np.where then discards that branch, so the result is exact.
+        warnings.filterwarnings("ignore", message="Optimal order is the")
+        return float(engine.get_epsilon(delta=delta))
 
 
 def epsilon(
-    history: Iterable[Sequence[float | int]], *, delta: float, accountant: str = "rdp"
+    history: Iterable[Sequence[float | int]], *, delta: float, accountant: str = DEFAULT_ACCOUNTANT
 ) -> float:
     """Epsilon spent by ``history`` at ``delta``, from a fresh Opacus accountant.
 
@@ -127,7 +135,7 @@ def epsilon(
     delta
         Target delta, in (0, 1).
     accountant
-        ``"rdp"`` (default) or ``"prv"``.
+        ``"prv"`` (default) or ``"rdp"``.
 
     Returns
     -------
@@ -143,7 +151,7 @@ def projected_epsilon(
     next_releases: Iterable[Sequence[float | int]],
     *,
     delta: float,
-    accountant: str = "rdp",
+    accountant: str = DEFAULT_ACCOUNTANT,
 ) -> float:
     """Epsilon after ``next_releases`` are added to ``history`` (to check a cap before spending)."""
     combined = check_history(history) + check_history(next_releases, "next_releases")
@@ -157,7 +165,7 @@ def solve_noise_multiplier(
     sample_rate: float,
     steps: int,
     extra_history: Iterable[Sequence[float | int]] = (),
-    accountant: str = "rdp",
+    accountant: str = DEFAULT_ACCOUNTANT,
     tolerance: float = 0.01,
 ) -> float:
     """The smallest noise multiplier whose DP-SGD run, composed with ``extra_history``, fits the target.

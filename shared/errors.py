@@ -34,3 +34,7 @@ class LedgerError(FedsynthError):
 
 class VerificationError(FedsynthError):
     """A signed output failed verification (bad signature, altered or missing file)."""
+
+
+class SecureAggregationError(FedsynthError):
+    """A secure-aggregation round cannot continue safely (too few sites, a refused or malformed message)."""

@@ -40,8 +40,12 @@ logger = logging.getLogger(__name__)
 
 FORMAT = "fedsynth-ledger/1"
 LEVELS = ("record", "site")
-# Epsilon is recomputed with the same Opacus code; 1e-6 absorbs float noise across machines only.
+TRUSTS = ("local", "secure-aggregation", "server")
+# Appending recomputes epsilon with the same Opacus code; 1e-6 absorbs float noise across machines only.
 _REL_TOL = 1e-6
+# `fedsynth ledger verify` is for an independent check, possibly another Opacus version: 1% is the line
+# between numerical drift and a wrong figure.
+VERIFY_REL_TOL = 0.01
 
 
 @dataclass(frozen=True)
@@ -83,10 +87,20 @@ class LedgerEntry:
     epsilon: float
     run_id: str
     extra_releases: tuple[Release, ...] = field(default=())
+    # What the main release's noise relies on: "local" (the site added it all), "secure-aggregation" (other
+    # sites added the rest and the sum hid the shares), "server" (the server added it: central site-level DP).
+    trust: str = "local"
+    # The noise multiplier of this site's own release seen alone, when it is below ``noise_multiplier``
+    # because the rest comes from other sites: what the epsilon falls back to if the trust fails.
+    fallback_noise_multiplier: float | None = None
 
     def __post_init__(self) -> None:
         where = f"ledger entry (site {self.site!r}, round {self.round!r})"
         _check_identity(self, where)
+        if self.trust not in TRUSTS:
+            raise LedgerError(f"{where}: trust must be one of {TRUSTS}, got {self.trust!r}")
+        if self.fallback_noise_multiplier is not None:
+            _check_mechanism((self.fallback_noise_multiplier, self.sample_rate, self.steps), where)
         _check_mechanism((self.noise_multiplier, self.sample_rate, self.steps), where)
         try:
             accounting.check_accountant(self.accountant)
@@ -103,6 +117,11 @@ class LedgerEntry:
         main = (float(self.noise_multiplier), float(self.sample_rate), self.steps)
         return [main, *(r.as_history_entry() for r in self.extra_releases)]
 
+    def fallback_history(self) -> History:
+        """``history`` with the main release at the noise the site added itself (trusting no one)."""
+        noise = self.noise_multiplier if self.fallback_noise_multiplier is None else self.fallback_noise_multiplier
+        return [(float(noise), float(self.sample_rate), self.steps), *self.history()[1:]]
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data."""
         data = asdict(self)
@@ -112,7 +131,9 @@ class LedgerEntry:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LedgerEntry:
         """Inverse of :meth:`to_dict`; raises LedgerError on a missing, unknown or invalid field."""
-        values = _exact_keys(data, cls, "ledger entry", optional=("extra_releases",))
+        values = _exact_keys(
+            data, cls, "ledger entry", optional=("extra_releases", "trust", "fallback_noise_multiplier")
+        )
         extras = values.get("extra_releases", [])
         if not isinstance(extras, list) or not all(isinstance(r, Mapping) for r in extras):
             raise LedgerError("ledger entry: extra_releases must be a list of objects")
@@ -205,6 +226,20 @@ class Ledger:
         """Everything charged to ``site`` at ``level``, flattened into one Opacus history."""
         return [step for e in self.entries_for(site, level) for step in e.history()]
 
+    def fallback_spent(self, site: str, level: str) -> float:
+        """Cumulative epsilon of ``site`` at ``level`` if every trust assumption failed (noise it added alone).
+
+        Equal to :meth:`spent` for a site that always added all its noise itself; for site-level DP in
+        central mode the server added all the noise, so there is no fallback and this returns infinity.
+        """
+        mine = self.entries_for(site, level)
+        if not mine:
+            return 0.0
+        if any(e.trust == "server" for e in mine):
+            return math.inf
+        history = [step for e in mine for step in e.fallback_history()]
+        return accounting.epsilon(history, delta=mine[-1].delta, accountant=mine[-1].accountant)
+
     def spent(self, site: str, level: str) -> float:
         """Cumulative epsilon of ``site`` at ``level`` (0.0 if it never spent)."""
         mine = self.entries_for(site, level)
@@ -271,21 +306,30 @@ class Ledger:
                 "entries; a budget must keep one delta and accountant (start a new ledger file)"
             )
 
-    def verify(self) -> None:
-        """Recompute every cumulative epsilon from the logged parameters; raise LedgerError on a mismatch."""
+    def verify(self, rel_tol: float = VERIFY_REL_TOL) -> int:
+        """Recompute every cumulative epsilon from the logged parameters alone.
+
+        Returns the number of entries checked. Raises LedgerError naming every entry whose recorded epsilon
+        differs from the recomputed one by more than ``rel_tol`` (relative).
+        """
         histories: dict[tuple[str, str], History] = {}
-        for entry in self.entries:
+        bad: list[str] = []
+        for index, entry in enumerate(self.entries):
             key = (entry.site, entry.level)
             histories[key] = histories.get(key, []) + entry.history()
-            expected = accounting.epsilon(
-                histories[key], delta=entry.delta, accountant=entry.accountant
-            )
-            if not _same_epsilon(entry.epsilon, expected):
-                raise LedgerError(
-                    f"ledger {self.path}: site {entry.site!r}, round {entry.round} ({entry.level} "
-                    f"level) records epsilon {entry.epsilon!r} but its history gives {expected!r}; "
-                    "the file was altered or written by faulty code. Do not trust its budget."
+            expected = accounting.epsilon(histories[key], delta=entry.delta, accountant=entry.accountant)
+            if not math.isclose(entry.epsilon, expected, rel_tol=rel_tol, abs_tol=1e-9):
+                bad.append(
+                    f"entry {index} (site {entry.site!r}, round {entry.round}, {entry.level} level, "
+                    f"{entry.accountant}): records epsilon {entry.epsilon:.6g}, its history gives {expected:.6g}"
                 )
+        if bad:
+            raise LedgerError(
+                f"ledger {self.path}: {len(bad)} of {len(self.entries)} entries disagree with their parameters "
+                f"by more than {rel_tol:.0%}; the file was altered or written by faulty code. Do not trust its "
+                "budget.\n  " + "\n  ".join(bad)
+            )
+        return len(self.entries)
 
 
 def _same_epsilon(recorded: float, expected: float) -> bool:
@@ -324,6 +368,8 @@ def record_spend(
     delta: float,
     releases: Sequence[Release],
     run_id: str,
+    trust: str = "local",
+    fallback_noise_multiplier: float | None = None,
 ) -> LedgerEntry:
     """Load the ledger, charge ``releases`` to ``site`` at ``level``, write it durably, return the entry.
 
@@ -348,6 +394,8 @@ def record_spend(
             epsilon=0.0,
             run_id=run_id,
             extra_releases=tuple(extras),
+            trust=trust,
+            fallback_noise_multiplier=fallback_noise_multiplier,
         )
         ledger._check_consistent(draft)
         entry = replace(draft, epsilon=ledger._cumulative_epsilon(draft))

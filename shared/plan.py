@@ -13,12 +13,19 @@ from typing import Any
 
 from shared.accounting import History
 from shared.errors import ConfigError
+from shared.secure_aggregation import SecAggConfig
 from shared.tvae import TVAEConfig
 
 # Per-row losses are clipped to [0, LOSS_BOUND] before the noisy training-loss metric is released, which
 # bounds one row's influence on the metric (its sensitivity).
 LOSS_BOUND = 100.0
 ROUND_RELEASE_NAMES = ("dp-sgd", "train-loss")
+SITE_DP_MODES = ("off", "central", "distributed")
+RECORD_NOISE_MODES = ("local", "shared")
+# What each epsilon rests on, as the ledgers record it (see docs/PRIVACY.md).
+TRUST_LOCAL = "local"  # the site added all the noise itself: holds against everyone
+TRUST_SECAGG = "secure-aggregation"  # the rest of the noise came from other sites; the sum hid their shares
+TRUST_SERVER = "server"  # the server clipped and added the noise (central site-level DP)
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,15 @@ class TrainingPlan:
     kl_weight: float
     seed: int
     schema_json: str
+    site_dp: str = "off"
+    site_clip: float = 1.0
+    site_noise_multiplier: float = 0.0
+    site_target_epsilon: float = 0.0
+    secure_agg: bool = False
+    secagg_threshold: int = 0
+    record_noise: str = "local"
+    shared_batch_size: int = 0
+    secagg_clip_range: float = 0.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -52,6 +68,16 @@ class TrainingPlan:
             (self.lr > 0, "train.lr must be > 0"),
             (0 < self.delta < 1, "dp.delta must be in (0, 1)"),
             (self.metric_noise_multiplier > 0, "dp.metric-noise-multiplier must be > 0"),
+            (self.site_dp in SITE_DP_MODES, f"site-dp.mode must be one of {SITE_DP_MODES}"),
+            (self.site_dp == "off" or (self.site_noise_multiplier > 0 and self.site_clip > 0),
+             "site-level DP needs a noise multiplier and a clipping norm > 0"),
+            (self.record_noise in RECORD_NOISE_MODES, f"dp.record-noise must be one of {RECORD_NOISE_MODES}"),
+            (not self.secure_agg or (self.secagg_threshold >= 2 and self.secagg_clip_range > 0),
+             "secure aggregation needs a threshold >= 2 and a clipping range > 0"),
+            ((self.site_dp != "distributed" and self.record_noise != "shared") or self.secure_agg,
+             "distributed site-level DP and shared record-level noise need secure aggregation"),
+            (self.record_noise != "shared" or (self.local_steps == 1 and self.shared_batch_size >= 1),
+             "shared record-level noise needs one local step per round and a public batch size"),
         ]
         for ok, message in checks:
             if not ok:
@@ -64,6 +90,39 @@ class TrainingPlan:
     def round_releases(self) -> History:
         """What one round costs a site: its DP-SGD steps, then the noisy training-loss metric."""
         return [(self.noise_multiplier, self.sample_rate, self.local_steps), (self.metric_noise_multiplier, 1.0, 1)]
+
+    def record_noise_share(self, trusts_secure_aggregation: bool) -> float:
+        """The DP-SGD noise multiplier a site adds itself this round.
+
+        With shared noise, a site that accepts secure aggregation adds sigma/sqrt(t): at least t sites must
+        survive for the sum to be unmasked at all, so the sum carries noise of at least sigma. A site that
+        does not accept it adds the full sigma: it never goes below its own policy.
+        """
+        if self.record_noise == "shared" and trusts_secure_aggregation:
+            return self.noise_multiplier / self.secagg_threshold**0.5
+        return self.noise_multiplier
+
+    def site_noise_std(self) -> float:
+        """Standard deviation of the site-level noise a site adds to its clipped update (distributed mode)."""
+        if self.site_dp != "distributed":
+            return 0.0
+        return self.site_noise_multiplier * self.site_clip / self.secagg_threshold**0.5
+
+    def site_round_release(self) -> tuple[float, float, int]:
+        """What one round costs at site level: a Gaussian mechanism on the clipped sum, no sampling."""
+        return (self.site_noise_multiplier, 1.0, 1)
+
+    def secagg_config(self) -> SecAggConfig:
+        """The secure-aggregation parameters every party derives from the plan alone."""
+        # 32-bit quantization of [-R, R] (resolution ~R/2e9) summed mod 2^64 cannot wrap below 2^31 sites.
+        return SecAggConfig(
+            threshold=self.secagg_threshold, clipping_range=self.secagg_clip_range, quantization_bits=32,
+            modulus_bits=64,
+        )
+
+    @property
+    def site_trust(self) -> str:
+        return TRUST_SERVER if self.site_dp == "central" else TRUST_SECAGG
 
     def named_round_releases(self) -> list[tuple[str, float, float, int]]:
         """``round_releases`` with the names the ledgers record them under."""

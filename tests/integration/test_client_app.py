@@ -10,7 +10,7 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, RecordDict
 from flwr.app.message.message import make_message
 from flwr.common.serde import message_to_proto
-from opacus.accountants import RDPAccountant
+from opacus.accountants import PRVAccountant
 
 from client.app import app as client_app
 from server.config import RunConfig
@@ -68,7 +68,7 @@ def test_reply_carries_only_weights_and_noised_metrics(site: tuple[Path, Path]) 
     metrics = dict(reply.content.metric_records["metrics"])
     assert set(metrics) == {"weight", "noisy-loss", "epsilon-run", "epsilon-total", "steps"}
     assert metrics["weight"] == 1.0  # never the row count
-    assert dict(reply.content.config_records["site"]) == {"site": "site-1"}
+    assert dict(reply.content.config_records["site"]) == {"site": "site-1", "trust": "local"}
 
 
 def test_spend_is_cumulative_across_rounds_and_processes(site: tuple[Path, Path]) -> None:
@@ -77,10 +77,11 @@ def test_spend_is_cumulative_across_rounds_and_processes(site: tuple[Path, Path]
     for server_round in (1, 2):  # each call rebuilds everything from the ledger file, as a new process would
         client_app(_train_message(plan, server_round), _context(sites, cap=5.0))
     entries = json.loads((sites / "site-1.ledger.json").read_text())["entries"]
-    accountant = RDPAccountant()
+    accountant = PRVAccountant()  # the plan's default accountant, recomputed with Opacus directly
+    assert plan.accountant == "prv"
     accountant.history = plan.round_releases() * 2
     assert [e["round"] for e in entries] == [1, 2]
-    assert entries[-1]["epsilon"] == pytest.approx(accountant.get_epsilon(delta=plan.delta), rel=1e-9)
+    assert entries[-1]["epsilon"] == pytest.approx(accountant.get_epsilon(delta=plan.delta), rel=1e-6)
 
 
 def test_site_refuses_a_round_past_its_cap_and_spends_nothing(site: tuple[Path, Path]) -> None:

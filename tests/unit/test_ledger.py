@@ -179,7 +179,7 @@ def test_verify_detects_a_tampered_epsilon(tmp_path: Path) -> None:
     raw["entries"][1]["epsilon"] *= 0.5  # someone shrinks the spent budget
     path.write_text(json.dumps(raw))
     # Execute / Assert
-    with pytest.raises(LedgerError, match=r"site 'a', round 1 \(record level\)"):
+    with pytest.raises(LedgerError, match=r"entry 1 \(site 'a', round 1, record level"):
         Ledger.load(path).verify()
 
 
