@@ -17,6 +17,7 @@ def site_update(plan: TrainingPlan, update: list[np.ndarray]) -> list[np.ndarray
     """The update a site sends into the secure sum: as trained, or clipped and partly noised."""
     if plan.site_dp != "distributed":
         return update
-    clip_inputs_inplace(update, plan.site_clip)
+    if any(np.any(u) for u in update):  # Flower's clip divides by the norm
+        clip_inputs_inplace(update, plan.site_clip)
     add_gaussian_noise_inplace(update, plan.site_noise_std())
     return update

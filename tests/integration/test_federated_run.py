@@ -41,7 +41,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "out-dir": str(out), "sites-dir": str(sites), "schema-path": str(schema), "num-rounds": ROUNDS,
         "min-sites": SITES, "synthetic-rows": 300, "dp.target-epsilon": TARGET_EPSILON,
         "train.local-steps": 4, "train.hidden": 32, "signing-key": str(root / "keys" / "server.pem"),
-        "simulation.site-epsilon-cap": TARGET_EPSILON,
+        "simulation.site-epsilon-cap": TARGET_EPSILON, "dp.accountant": "rdp",
     }
     log_path = root / "run.log"
     with local_superlink(root / "flower") as env, open(log_path, "w") as log:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, Metadata, MetricRecord, RecordDict
 from flwr.app.message.message import make_message
 
+from flwr.serverapp.strategy import FedAdam
+
 from server.strategy import LedgeredFedAdam, SiteReport
+from shared.plan import TrainingPlan
 
 GOOD_METRICS = {"weight": 1.0, "noisy-loss": 12.0, "epsilon-run": 0.5, "epsilon-total": 0.5, "steps": 4}
 
@@ -55,3 +59,45 @@ def test_a_round_without_usable_replies_changes_nothing() -> None:
     arrays, metrics = strategy.aggregate_train(1, [_reply(1, {"w": np.full(2, np.inf, dtype=np.float32)})])
 
     assert arrays is None and metrics is None and seen == [[]]
+
+
+def test_metrics_beyond_the_protocol_are_refused_as_unpaid_releases() -> None:
+    seen: list[list[SiteReport]] = []
+    strategy = LedgeredFedAdam(on_round=lambda r, reports: seen.append(reports), fraction_evaluate=0.0)
+    strategy.current_arrays = {"w": np.zeros(2, dtype=np.float32)}
+    row_count = {**GOOD_METRICS, "num-examples": 1234.0}
+    size_weight = {**GOOD_METRICS, "weight": 1234.0}
+
+    arrays, _ = strategy.aggregate_train(1, [_reply(1, {"w": np.ones(2, np.float32)}, row_count),
+                                             _reply(2, {"w": np.ones(2, np.float32)}, size_weight)])
+
+    assert arrays is None and seen == [[]]
+
+
+def _central_plan(noise: float, clip: float) -> TrainingPlan:
+    return TrainingPlan(
+        run_id="r", rounds=1, local_steps=1, sample_rate=0.1, noise_multiplier=1.0, max_grad_norm=1.0, lr=1.0,
+        delta=1e-5, accountant="prv", target_epsilon=1.0, metric_noise_multiplier=100.0, hidden=8, latent=2,
+        kl_weight=0.3, seed=0, schema_json="{}", site_dp="central", site_clip=clip, site_noise_multiplier=noise,
+        site_target_epsilon=10.0,
+    )
+
+
+def test_central_site_dp_clips_each_update_and_noises_the_average_before_adam() -> None:
+    # Two sites, one far outside the clipping norm. Flower's wrapper clips it to S, averages, and adds
+    # N(0, (z S / m)^2) per coordinate; FedAdam then steps from that noisy average.
+    dim, clip, noise = 20_000, 1.0, 2.0
+    strategy = LedgeredFedAdam(
+        on_round=lambda r, reports: None, plan=_central_plan(noise, clip), fraction_evaluate=0.0, eta=1.0,
+    )
+    strategy.current_arrays = {"w": np.zeros(dim, dtype=np.float64)}
+    big = np.full(dim, 100.0)  # norm 100 * sqrt(dim): clipped to norm 1
+    small = np.full(dim, 1e-9)  # (Flower's clip divides by the norm: an all-zero update would raise)
+
+    averaged, _ = super(FedAdam, strategy).aggregate_train(1, [_reply(1, {"w": big}), _reply(2, {"w": small})])
+
+    assert averaged is not None
+    values = averaged["w"].numpy()
+    clipped_mean = clip / np.sqrt(dim) / 2  # each coordinate of the clipped big update, averaged with zero
+    assert abs(values.mean() - clipped_mean) < 5 * (noise * clip / 2) / np.sqrt(dim)
+    assert values.std() == pytest.approx(noise * clip / 2, rel=0.05)  # z S / m with m = 2 replies

@@ -1,0 +1,106 @@
+"""A real Flower run with secure aggregation, distributed site-level DP and shared record-level noise.
+
+Three simulated sites, two rounds. The server must get only the securely summed update, every site must
+record both levels with the trust they rest on, and every epsilon must recompute with Opacus's accountant
+classes (record level) and the exact Gaussian-mechanism formula (site level), not through shared.accounting.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from opacus.accountants import PRVAccountant
+from scipy.optimize import brentq
+from scipy.stats import norm
+
+from server.demo import APP_DIR
+from server.local_federation import local_superlink, run_app
+from shared.manifest import verify_output
+from shared.schema import load_schema
+from shared.validation import read_site_table
+from tests.conftest import CANARY_CATEGORY, CANARY_FLOAT, CANARY_ID, SMALL_SCHEMA, write_site_table
+
+SITES, ROUNDS, THRESHOLD = 3, 2, 2
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("secure")
+    schema = root / "schema.json"
+    schema.write_text(json.dumps(SMALL_SCHEMA))
+    sites = root / "sites"
+    sites.mkdir()
+    for i in range(SITES):
+        write_site_table(sites / f"site-{i}.csv", rows=400, seed=i, canary=(i == 0))
+    out = root / "out"
+    config: dict[str, object] = {
+        "out-dir": str(out), "sites-dir": str(sites), "schema-path": str(schema), "num-rounds": ROUNDS,
+        "min-sites": THRESHOLD, "synthetic-rows": 200, "dp.target-epsilon": 2.0, "train.local-steps": 1,
+        "train.hidden": 32, "signing-key": str(root / "keys" / "server.pem"), "simulation.site-epsilon-cap": 2.0,
+        "secure-agg": True, "site-dp.mode": "distributed", "site-dp.target-epsilon": 8.0, "site-dp.clip": 0.5,
+        "dp.record-noise": "shared", "dp.shared-batch-size": 20, "simulation.trust-secure-aggregation": True,
+    }
+    log_path = root / "run.log"
+    with local_superlink(root / "flower") as env, open(log_path, "w") as log:
+        run_app(APP_DIR, num_sites=SITES, run_config=config, env=env, log=log)
+    assert (out / "manifest.json").exists(), log_path.read_text()[-5000:]
+    return {"root": root, "out": out, "sites": sites, "schema": schema, "log": log_path}
+
+
+def _exact_gaussian_epsilon(noise: float, releases: int, delta: float) -> float:
+    """k unsampled Gaussian releases are sqrt(k)/noise-GDP; exact epsilon from Balle & Wang 2018, Thm. 8."""
+    mu = math.sqrt(releases) / noise
+    return float(brentq(lambda e: norm.cdf(-e / mu + mu / 2) - math.exp(e) * norm.cdf(-e / mu - mu / 2) - delta, 0, 500))
+
+
+def test_the_run_completes_with_only_the_secure_sum(run: dict[str, Path]) -> None:
+    verify_output(run["out"])
+    assert read_site_table(run["out"] / "synthetic.csv", load_schema(run["schema"])).issues == ()
+    log = run["log"].read_text()
+    assert log.count(f"secure aggregation: summed {SITES} vectors (0 dropped)") >= ROUNDS
+    manifest = json.loads((run["out"] / "manifest.json").read_text())
+    assert manifest["privacy"]["secure_aggregation"]["threshold"] == THRESHOLD
+    assert manifest["privacy"]["site"]["mode"] == "distributed"
+    assert manifest["privacy"]["record"]["rests_on"] == ["secure-aggregation"]
+
+
+def test_both_levels_are_ledgered_with_their_trust_and_recompute(run: dict[str, Path]) -> None:
+    plan = json.loads((run["out"] / "plan.json").read_text())
+    for ledger_path in [run["out"] / "ledger.json", *(run["sites"] / f"site-{i}.ledger.json" for i in range(SITES))]:
+        entries = json.loads(ledger_path.read_text())["entries"]
+        for site in {e["site"] for e in entries}:
+            record = [e for e in entries if e["site"] == site and e["level"] == "record"]
+            site_level = [e for e in entries if e["site"] == site and e["level"] == "site"]
+            assert len(record) == len(site_level) == ROUNDS
+            accountant = PRVAccountant()
+            for entry in record:
+                assert entry["trust"] == "secure-aggregation"
+                assert entry["noise_multiplier"] == plan["noise_multiplier"]
+                assert entry["fallback_noise_multiplier"] == pytest.approx(plan["noise_multiplier"] / math.sqrt(THRESHOLD))
+                accountant.history.append((entry["noise_multiplier"], entry["sample_rate"], entry["steps"]))
+                accountant.history += [(r["noise_multiplier"], r["sample_rate"], r["steps"]) for r in entry["extra_releases"]]
+                assert entry["epsilon"] == pytest.approx(accountant.get_epsilon(delta=entry["delta"]), rel=1e-6)
+            for k, entry in enumerate(site_level, start=1):
+                assert entry["trust"] == "secure-aggregation" and entry["sample_rate"] == 1.0
+                exact = _exact_gaussian_epsilon(entry["noise_multiplier"], k, entry["delta"])
+                assert exact <= entry["epsilon"] <= exact * 1.01  # PRV: an upper bound, and a tight one
+            assert site_level[-1]["epsilon"] <= 8.0
+
+
+def test_ledger_verify_reports_the_fallback(run: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    from server.cli import main as cli_main
+
+    assert cli_main(["ledger", "verify", str(run["sites"] / "site-0.ledger.json")]) == 0
+    out = capsys.readouterr().out
+    assert "rests on: secure-aggregation" in out and "if that trust fails" in out
+
+
+def test_canaries_stay_at_their_site(run: dict[str, Path]) -> None:
+    public = [run["log"], *run["out"].glob("*.json"), run["out"] / "synthetic.csv"]
+    for path in public:
+        text = path.read_text(errors="replace")
+        for canary in (CANARY_ID, CANARY_CATEGORY, CANARY_FLOAT):
+            assert canary not in text, f"{canary!r} leaked into {path.name}"
