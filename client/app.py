@@ -16,7 +16,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.data import load_site_data
+from client.data import load_site_data, load_site_frame
 from client.delivery import receive_delivery
 from client import secure_aggregation
 from client.policy import check_budget
@@ -26,6 +26,7 @@ from client.site import SiteConfig
 from client.trainer import train_round
 from shared.accounting import epsilon
 from shared.device import pick_device
+from shared.dp_statistics import HistogramSpec, noisy_histograms
 from shared.encoding import TableEncoder
 from shared.errors import SchemaError, SecureAggregationError
 from shared.ledger import Ledger, Release, record_spend
@@ -102,6 +103,25 @@ def train(msg: Message, context: Context) -> Message:
     return Message(content=content, reply_to=msg)
 
 
+@app.query("histograms")
+def histograms(msg: Message, context: Context) -> Message:
+    """Paid-for preprocessing: noisy histograms over the plan's public grid (one Gaussian release)."""
+    configure_logging()
+    plan = TrainingPlan.from_config(msg.content.config_records["config"])
+    site = SiteConfig.from_context(dict(context.node_config), dict(context.run_config))
+    schema = _schema(plan, site)
+    frame, _ = load_site_frame(site.data_path, schema)
+    check_budget(Ledger.load(site.ledger_path), site, plan, plan.preprocess_releases())
+    entry = record_spend(
+        site.ledger_path, site=site.site, round=0, level="record", accountant=plan.accountant, delta=plan.delta,
+        releases=[Release("histograms", *plan.preprocess_releases()[0])], run_id=plan.run_id,
+    )
+    noisy = noisy_histograms(frame, HistogramSpec.from_json(plan.preprocess_spec_json), plan.preprocess_noise_multiplier)
+    logger.info("%s released noisy histograms of %s (epsilon now %.4f)", site.site, sorted(noisy), entry.epsilon)
+    record = ConfigRecord({"site": site.site, **{f"hist.{name}": values for name, values in noisy.items()}})
+    return Message(content=RecordDict({"histograms": record}), reply_to=msg)
+
+
 @app.query("secagg_setup")
 def secagg_setup(msg: Message, context: Context) -> Message:
     """Secure aggregation, stage 1: this round's public keys."""
@@ -154,9 +174,21 @@ def _schema(plan: TrainingPlan, site: SiteConfig) -> Schema:
     schema = Schema.from_dict(json.loads(plan.schema_json))
     if site.schema_path is not None:
         local = load_schema(site.schema_path)
-        if local.hash != schema.hash:
+        if _public_part(local, plan) != _public_part(schema, plan):
             raise SchemaError(
                 f"{site.schema_path}: the server's schema (hash {schema.hash[:12]}) differs from this site's "
                 f"(hash {local.hash[:12]}); agree on one schema before training"
             )
     return schema
+
+
+def _public_part(schema: Schema, plan: TrainingPlan) -> str:
+    """The schema's hash without the bins the consortium estimated with DP (those differ from any local copy)."""
+    if not plan.preprocess_spec_json:
+        return schema.hash
+    estimated = set(HistogramSpec.from_json(plan.preprocess_spec_json).edges)
+    data = schema.to_dict()
+    for column in data["columns"]:
+        if column["name"] in estimated:
+            column.pop("bins", None)
+    return Schema.from_dict(data).hash

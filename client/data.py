@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from shared.encoding import TableEncoder
@@ -31,14 +32,10 @@ class SiteData:
 _CACHE: dict[tuple[str, int, int, str], SiteData] = {}
 
 
-def load_site_data(path: Path, schema: Schema, encoder: TableEncoder) -> SiteData:
-    """Validate and encode ``path``; failing rows go to ``<stem>.quarantine.csv`` beside it (site-local)."""
+def load_site_frame(path: Path, schema: Schema) -> tuple[pd.DataFrame, int]:
+    """The validated rows of ``path`` and how many were quarantined (to ``<stem>.quarantine.csv``, site-local)."""
     if not path.is_file():
         raise DataValidationError(f"{path}: the site's table does not exist; check node config 'data-path'")
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, schema.hash)
-    if key in _CACHE:
-        return _CACHE[key]
     result = read_site_table(path, schema)
     quarantined = len(result.quarantined)
     if quarantined:
@@ -48,7 +45,19 @@ def load_site_data(path: Path, schema: Schema, encoder: TableEncoder) -> SiteDat
         logger.warning("%s: %d rows failed validation and were quarantined to %s", path.name, quarantined, side)
     if len(result.clean) == 0:
         raise DataValidationError(f"{path}: no row passed validation; run 'fedsynth schema check' on it")
-    encoded = torch.from_numpy(encoder.encode(result.clean))
+    return result.clean, quarantined
+
+
+def load_site_data(path: Path, schema: Schema, encoder: TableEncoder) -> SiteData:
+    """Validate and encode ``path``; failing rows go to ``<stem>.quarantine.csv`` beside it (site-local)."""
+    if not path.is_file():
+        raise DataValidationError(f"{path}: the site's table does not exist; check node config 'data-path'")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, schema.hash)
+    if key in _CACHE:
+        return _CACHE[key]
+    clean, quarantined = load_site_frame(path, schema)
+    encoded = torch.from_numpy(encoder.encode(clean))
     data = SiteData(encoded=encoded, rows_quarantined=quarantined)
     _CACHE.clear()  # one table per site process; do not keep old copies of private data around
     _CACHE[key] = data

@@ -5,6 +5,7 @@ Thin on purpose: each step lives in the module named for it.
 
 from __future__ import annotations
 
+import json
 import logging
 
 from flwr.app import ArrayRecord, ConfigRecord, Context
@@ -15,6 +16,7 @@ from server.config import RunConfig
 from server.consortium import ConsortiumLedger, NoSiteTrained
 from server.delivery import deliver
 from server.plan import describe_plan, make_plan
+from server.preprocess import estimate
 from server.publish import publish
 from server.secure_round import SecureRounds
 from server.strategy import LedgeredFedAdam
@@ -23,7 +25,7 @@ from shared.atomic import atomic_write_text
 from shared.encoding import TableEncoder
 from shared.logs import configure_logging
 from shared.manifest import load_or_create_signing_key
-from shared.schema import load_schema
+from shared.schema import Schema, load_schema
 from shared.tvae import TVAEGenerator
 
 app = ServerApp()
@@ -43,8 +45,16 @@ def main(grid: Grid, context: Context) -> None:
     atomic_write_text(config.out_dir / "plan.json", plan.to_json() + "\n")
     logger.info("plan\n%s", describe_plan(plan))
 
-    generator = TVAEGenerator(encoder.blocks, encoder.dim, plan.model_config, seed=plan.seed)
     ledger = ConsortiumLedger(config.out_dir / "ledger.json", plan)
+    frequencies: dict[str, dict[str, float]] = {}
+    if plan.preprocess_noise_multiplier > 0:
+        estimates = estimate(grid, plan, schema, ledger, config.min_sites)
+        plan, frequencies = estimates.plan, estimates.class_frequencies
+        ledger.plan = plan
+        schema = Schema.from_dict(json.loads(plan.schema_json))
+        encoder = TableEncoder.from_schema(schema)
+        atomic_write_text(config.out_dir / "plan.json", plan.to_json() + "\n")
+    generator = TVAEGenerator(encoder.blocks, encoder.dim, plan.model_config, seed=plan.seed)
     checkpointer = Checkpointer(config.out_dir / "checkpoint", plan, ledger)
     secure_sum = SecureRounds(plan) if plan.secure_agg else None
     strategy = LedgeredFedAdam(
@@ -67,7 +77,7 @@ def main(grid: Grid, context: Context) -> None:
     generator.load_state_dict(final.to_torch_state_dict())
     publication = publish(
         config.out_dir, generator=generator, encoder=encoder, schema=schema, plan=plan, ledger=ledger.ledger,
-        rounds_completed=rounds_done, rows=config.synthetic_rows, key=key,
+        rounds_completed=rounds_done, rows=config.synthetic_rows, key=key, class_frequencies=frequencies,
     )
     receipts = deliver(grid, strategy.participants, publication, key)
     logger.info("summary\n%s", summarize(publication, plan, receipts))

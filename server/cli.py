@@ -37,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="with --secure-agg: each site adds only its share of the record-level noise (1 local step)")
     demo.add_argument("--site-epsilon", type=float, default=10.0, help="site-level target epsilon (with --site-dp)")
     demo.add_argument("--site-clip", type=float, default=1.0, help="site-level clipping norm of an update")
+    demo.add_argument("--dp-bins", action="store_true",
+                      help="estimate quantile bins for continuous columns without public bins (paid, DP histograms)")
+    demo.add_argument("--class-frequencies", action="store_true",
+                      help="estimate the target's class shares (paid) and sample the synthetic table to match them")
 
     schema = sub.add_parser("schema", help="schema tools")
     schema_sub = schema.add_subparsers(dest="schema_command", required=True)
@@ -76,7 +80,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             split=args.split, seed=args.seed, rows=args.rows, data=args.data or BUNDLED_DATA,
             schema=args.schema or BUNDLED_SCHEMA, split_by=args.split_by, local_steps=args.local_steps,
             force=args.force, site_dp=args.site_dp, secure_agg=args.secure_agg, shared_noise=args.shared_noise,
-            site_epsilon=args.site_epsilon, site_clip=args.site_clip,
+            site_epsilon=args.site_epsilon, site_clip=args.site_clip, dp_bins=args.dp_bins,
+            class_frequencies=args.class_frequencies,
         )
         return run_demo(options)
     if args.command == "schema":

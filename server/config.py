@@ -45,6 +45,11 @@ class RunConfig:
     record_noise: str = "local"
     shared_batch_size: int = 256
     secagg_clip_range: float = 10.0
+    quantile_bins: bool = False
+    class_frequencies: bool = False
+    preprocess_noise_multiplier: float = 30.0
+    preprocess_grid: int = 128
+    preprocess_bins: int = 16
 
     def __post_init__(self) -> None:
         rules: list[tuple[bool, str, object]] = [
@@ -69,6 +74,10 @@ class RunConfig:
              self.record_noise),
             (self.shared_batch_size >= 1, "dp.shared-batch-size must be >= 1", self.shared_batch_size),
             (self.secagg_clip_range > 0, "secure-agg.clip-range must be > 0", self.secagg_clip_range),
+            (self.preprocess_noise_multiplier > 0, "preprocess.noise-multiplier must be > 0",
+             self.preprocess_noise_multiplier),
+            (self.preprocess_grid >= 2, "preprocess.grid must be >= 2", self.preprocess_grid),
+            (self.preprocess_bins >= 2, "preprocess.bins must be >= 2", self.preprocess_bins),
         ]
         for ok, message, value in rules:
             if not ok:
@@ -121,6 +130,11 @@ class RunConfig:
             record_noise=str(_get(rc, "dp.record-noise", "local")),
             shared_batch_size=int(_get(rc, "dp.shared-batch-size", 256)),
             secagg_clip_range=float(_get(rc, "secure-agg.clip-range", 10.0)),
+            quantile_bins=_flag(_get(rc, "preprocess.quantile-bins", False), "preprocess.quantile-bins"),
+            class_frequencies=_flag(_get(rc, "preprocess.class-frequencies", False), "preprocess.class-frequencies"),
+            preprocess_noise_multiplier=float(_get(rc, "preprocess.noise-multiplier", 30.0)),
+            preprocess_grid=int(_get(rc, "preprocess.grid", 128)),
+            preprocess_bins=int(_get(rc, "preprocess.bins", 16)),
         )
 
 

@@ -47,6 +47,18 @@ class ConsortiumLedger:
                 f"round {server_round}: no site returned a usable update (see the warnings above); stopping"
             )
 
+    def record_preprocess(self, site: str) -> None:
+        """Round 0: the site released its noisy histograms (it charged its own ledger before sending them)."""
+        plan = self.plan
+        (release,) = plan.preprocess_releases()
+        history = self.ledger.history(site, "record") + [release]
+        entry = LedgerEntry(
+            site=site, round=0, level="record", accountant=plan.accountant, noise_multiplier=release[0],
+            sample_rate=release[1], steps=release[2], delta=plan.delta,
+            epsilon=epsilon(history, delta=plan.delta, accountant=plan.accountant), run_id=plan.run_id,
+        )
+        self.ledger = self.ledger.append(entry)
+
     def _record_level(
         self, server_round: int, report: SiteReport, main: HistoryEntry, metric: HistoryEntry,
         extra: tuple[Release, ...],

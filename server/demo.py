@@ -49,6 +49,8 @@ class DemoOptions:
     shared_noise: bool = False
     site_epsilon: float = 10.0
     site_clip: float = 1.0
+    dp_bins: bool = False
+    class_frequencies: bool = False
 
     def __post_init__(self) -> None:
         if self.sites < 2:
@@ -104,6 +106,10 @@ def _privacy_options(options: DemoOptions) -> dict[str, object]:
             "site-dp.mode": "distributed" if options.secure_agg else "central",
             "site-dp.target-epsilon": options.site_epsilon, "site-dp.clip": options.site_clip,
         })
+    if options.dp_bins:
+        extra["preprocess.quantile-bins"] = True
+    if options.class_frequencies:
+        extra["preprocess.class-frequencies"] = True
     if options.shared_noise:
         extra.update({"dp.record-noise": "shared", "train.local-steps": 1, "simulation.trust-secure-aggregation": True})
     return extra

@@ -12,6 +12,7 @@ import uuid
 
 from server.config import RunConfig
 from shared.accounting import epsilon, solve_noise_multiplier
+from shared.dp_statistics import HistogramSpec, spec_for
 from shared.plan import TrainingPlan
 from shared.schema import Schema
 
@@ -19,12 +20,17 @@ from shared.schema import Schema
 def make_plan(config: RunConfig, schema: Schema, *, run_id: str | None = None) -> TrainingPlan:
     """The plan every site receives with the weights; its epsilon at the last round equals the target."""
     rounds = config.num_rounds
+    spec = spec_for(
+        schema, quantile_bins=config.quantile_bins, class_frequencies=config.class_frequencies,
+        grid=config.preprocess_grid,
+    )
+    preprocess = [(config.preprocess_noise_multiplier, 1.0, 1)] if spec.count else []
     noise = solve_noise_multiplier(
         target_epsilon=config.target_epsilon,
         delta=config.delta,
         sample_rate=config.sample_rate,
         steps=rounds * config.local_steps,
-        extra_history=[(config.metric_noise_multiplier, 1.0, rounds)],
+        extra_history=[(config.metric_noise_multiplier, 1.0, rounds), *preprocess],
         accountant=config.accountant,
     )
     site_noise = 0.0
@@ -61,6 +67,9 @@ def make_plan(config: RunConfig, schema: Schema, *, run_id: str | None = None) -
         record_noise=config.record_noise,
         shared_batch_size=config.shared_batch_size if config.record_noise == "shared" else 0,
         secagg_clip_range=_secagg_clip_range(config, site_noise) if config.secure_agg else 0.0,
+        preprocess_noise_multiplier=config.preprocess_noise_multiplier if spec.count else 0.0,
+        preprocess_spec_json=spec.to_json() if spec.count else "",
+        preprocess_bins=config.preprocess_bins if spec.count else 0,
     )
 
 
@@ -80,7 +89,7 @@ def _secagg_clip_range(config: RunConfig, site_noise: float) -> float:
 def planned_epsilon(plan: TrainingPlan, rounds: int | None = None) -> float:
     """What one site that trains in every round has spent after ``rounds`` rounds (default: all)."""
     n = plan.rounds if rounds is None else rounds
-    return epsilon(plan.round_releases() * n, delta=plan.delta, accountant=plan.accountant)
+    return epsilon(plan.preprocess_releases() + plan.round_releases() * n, delta=plan.delta, accountant=plan.accountant)
 
 
 def planned_site_epsilon(plan: TrainingPlan, rounds: int | None = None) -> float:
@@ -101,6 +110,14 @@ def describe_plan(plan: TrainingPlan) -> str:
         f"  record-level budget: epsilon {plan.target_epsilon:g} at delta {plan.delta:g} ({plan.accountant} accountant)",
         "  epsilon per site after each round: " + ", ".join(f"{e:.3f}" for e in per_round),
     ]
+    if plan.preprocess_noise_multiplier > 0:
+        spec = HistogramSpec.from_json(plan.preprocess_spec_json)
+        what = [f"quantile bins for {', '.join(spec.edges)}"] if spec.edges else []
+        what += [f"class frequencies of {', '.join(spec.categories)}"] if spec.categories else []
+        lines.append(
+            f"  preprocessing (paid, before round 1): {'; '.join(what)}; noisy histograms with noise multiplier "
+            f"{plan.preprocess_noise_multiplier:g} (one release, included in the epsilons above)"
+        )
     if plan.record_noise == "shared":
         lines.append(
             f"  record-level noise is shared: a trusting site adds sigma/sqrt({plan.secagg_threshold}) = "

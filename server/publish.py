@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -54,17 +55,62 @@ def publish(
     rounds_completed: int,
     rows: int,
     key: Ed25519PrivateKey,
+    class_frequencies: dict[str, dict[str, float]] | None = None,
 ) -> Publication:
     """Write synthetic.csv/.parquet, plan.json and ledger.json, then the signed manifest over them."""
-    sampler = torch.Generator().manual_seed(plan.seed)
-    table = encoder.decode(generator.sample(rows, generator=sampler))
+    table = _sample(generator, encoder, rows, plan.seed, class_frequencies or {})
     _write_table(out_dir, table)
     atomic_write_text(out_dir / "plan.json", plan.to_json() + "\n")
     atomic_write_text(out_dir / "ledger.json", _ledger_json(ledger))
     files = ["synthetic.csv", "synthetic.parquet", "plan.json", "ledger.json"]
     manifest = _manifest(generator, schema, plan, ledger, rounds_completed, len(table))
+    manifest["sampling"] = (
+        {"method": "conditional on DP class frequencies", "class_frequencies": class_frequencies}
+        if class_frequencies else {"method": "unconditional"}
+    )
     write_signed_manifest(out_dir, manifest, files, key)
     return Publication(out_dir=out_dir, files=tuple(files), rows=len(table), manifest=manifest)
+
+
+_POOL_FACTOR = 3  # candidates per requested row when sampling class by class
+
+
+def _sample(
+    generator: TabularGenerator, encoder: TableEncoder, rows: int, seed: int,
+    class_frequencies: dict[str, dict[str, float]],
+) -> pd.DataFrame:
+    """Sample ``rows`` rows; with DP class frequencies, draw each class's quota from a larger pool.
+
+    The generator under-represents minority classes under DP noise; matching the target's DP-estimated
+    class shares (post-processing of two DP releases) corrects that without touching any real row.
+    """
+    sampler = torch.Generator().manual_seed(seed)
+    if not class_frequencies:
+        return encoder.decode(generator.sample(rows, generator=sampler))
+    ((column, shares),) = class_frequencies.items()
+    pool = encoder.decode(generator.sample(rows * _POOL_FACTOR, generator=sampler))
+    rng = np.random.default_rng(seed)
+    parts = []
+    for category, quota in _quotas(shares, rows).items():
+        candidates = pool[pool[column] == category]
+        if quota and candidates.empty:
+            logger.warning("the generator produced no %r row of class %r; that class is missing", column, category)
+            continue
+        if quota:
+            parts.append(candidates.sample(n=quota, replace=len(candidates) < quota, random_state=rng))
+    table = pd.concat(parts) if parts else pool.iloc[:0]
+    if len(table) < rows:  # classes the generator never produced: fill with unconditional rows
+        table = pd.concat([table, pool.sample(n=rows - len(table), replace=True, random_state=rng)])
+    return table.sample(frac=1.0, random_state=rng).reset_index(drop=True)
+
+
+def _quotas(shares: dict[str, float], rows: int) -> dict[str, int]:
+    """Largest-remainder rounding of ``shares * rows`` so the quotas add up to ``rows`` exactly."""
+    raw = {c: s * rows for c, s in shares.items()}
+    quotas = {c: int(v) for c, v in raw.items()}
+    for c in sorted(raw, key=lambda c: raw[c] - quotas[c], reverse=True)[: rows - sum(quotas.values())]:
+        quotas[c] += 1
+    return quotas
 
 
 def _write_table(out_dir: Path, table: pd.DataFrame) -> None:

@@ -16,7 +16,7 @@ def summarize(publication: Publication, plan: TrainingPlan, receipts: dict[str, 
     ]
     for site, eps in sorted(privacy["epsilon_per_site"].items()):  # type: ignore[index]
         lines.append(f"  {site}: epsilon {eps:.4f} spent of {plan.target_epsilon:g}")
-    site_level = manifest["privacy"].get("site")  # type: ignore[union-attr]
+    site_level = manifest["privacy"].get("site")  # type: ignore[attr-defined]
     if site_level:
         lines.append(
             f"site-level privacy ({site_level['mode']}, clip {site_level['clipping_norm']:g}, rests on "

@@ -57,6 +57,10 @@ class TrainingPlan:
     record_noise: str = "local"
     shared_batch_size: int = 0
     secagg_clip_range: float = 0.0
+    # Paid-for preprocessing (shared.dp_statistics): 0.0 = off; else the histograms' noise multiplier.
+    preprocess_noise_multiplier: float = 0.0
+    preprocess_spec_json: str = ""
+    preprocess_bins: int = 0
 
     def __post_init__(self) -> None:
         checks = [
@@ -90,6 +94,10 @@ class TrainingPlan:
     def round_releases(self) -> History:
         """What one round costs a site: its DP-SGD steps, then the noisy training-loss metric."""
         return [(self.noise_multiplier, self.sample_rate, self.local_steps), (self.metric_noise_multiplier, 1.0, 1)]
+
+    def preprocess_releases(self) -> History:
+        """The one-time cost of the DP histograms, charged at round 0 (empty when preprocessing is off)."""
+        return [(self.preprocess_noise_multiplier, 1.0, 1)] if self.preprocess_noise_multiplier > 0 else []
 
     def record_noise_share(self, trusts_secure_aggregation: bool) -> float:
         """The DP-SGD noise multiplier a site adds itself this round.

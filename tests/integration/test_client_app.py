@@ -90,3 +90,37 @@ def test_site_refuses_a_round_past_its_cap_and_spends_nothing(site: tuple[Path, 
     with pytest.raises(BudgetExceededError, match="cap"):
         client_app(_train_message(plan, 1), _context(sites, cap=0.1))
     assert not (sites / "site-1.ledger.json").exists()
+
+
+def _histogram_message(plan: TrainingPlan) -> Message:
+    metadata = Metadata(
+        run_id=1, message_id="h", src_node_id=0, dst_node_id=7, reply_to_message_id="", group_id="0",
+        created_at=time.time(), ttl=3600.0, message_type="query.histograms",
+    )
+    return make_message(metadata, RecordDict({"config": ConfigRecord(plan.to_config())}))
+
+
+def test_histograms_are_paid_for_before_they_leave_and_hold_no_row(site: tuple[Path, Path]) -> None:
+    sites, schema = site
+    plan = _plan(schema, **{"preprocess.quantile-bins": True, "preprocess.class-frequencies": True})
+    assert plan.preprocess_noise_multiplier > 0
+
+    reply = client_app(_histogram_message(plan), _context(sites, cap=5.0))
+
+    record = reply.content.config_records["histograms"]
+    assert {k for k in record.keys() if k.startswith("hist.")} == {"hist.age", "hist.lab", "hist.outcome"}
+    wire = message_to_proto(reply).SerializeToString()
+    for canary in (CANARY_ID, CANARY_CATEGORY, CANARY_FLOAT):
+        assert canary.encode() not in wire
+    entries = json.loads((sites / "site-1.ledger.json").read_text())["entries"]
+    assert [(e["round"], e["noise_multiplier"], e["sample_rate"], e["steps"]) for e in entries] == [
+        (0, plan.preprocess_noise_multiplier, 1.0, 1)
+    ]
+
+
+def test_histograms_past_the_cap_are_refused_and_nothing_is_spent(site: tuple[Path, Path]) -> None:
+    sites, schema = site
+    plan = _plan(schema, **{"preprocess.class-frequencies": True, "preprocess.noise-multiplier": 5.0})
+    with pytest.raises(BudgetExceededError, match="cap"):
+        client_app(_histogram_message(plan), _context(sites, cap=0.5))
+    assert not (sites / "site-1.ledger.json").exists()
