@@ -250,3 +250,44 @@ def test_sigkill_mid_write_leaves_a_prefix_consistent_ledger(tmp_path: Path) -> 
         seen = len(ledger.entries)
     # The test is only meaningful if some kills landed inside a write.
     assert mid_write_kills >= 1
+
+
+@pytest.mark.parametrize(("factor", "fails"), [(1.005, False), (0.995, False), (1.02, True), (0.98, True)])
+def test_verify_tolerates_numerical_drift_but_not_a_wrong_figure(tmp_path: Path, factor: float, fails: bool) -> None:
+    path = tmp_path / "ledger.json"
+    for r in range(3):
+        spend(path, r)
+    raw = json.loads(path.read_text())
+    raw["entries"][2]["epsilon"] *= factor
+    path.write_text(json.dumps(raw))
+    if fails:
+        with pytest.raises(LedgerError, match=r"(?s)1 of 3 entries .*entry 2 \(site 'a', round 2"):
+            Ledger.load(path).verify()
+    else:
+        assert Ledger.load(path).verify() == 3
+
+
+def test_trust_and_fallback_are_recorded_and_give_the_epsilon_if_trust_fails(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.json"
+    for r in range(1, 4):
+        record_spend(
+            path, site="a", round=r, level="record", accountant="rdp", delta=DELTA,
+            releases=[Release("dp-sgd", 2.0, 0.05, 10)], run_id="run", trust="secure-aggregation",
+            fallback_noise_multiplier=1.0,
+        )
+    ledger = Ledger.load(path)
+    assert {e.trust for e in ledger.entries} == {"secure-aggregation"}
+    assert ledger.spent("a", "record") == pytest.approx(opacus_epsilon([(2.0, 0.05, 30)]))
+    assert ledger.fallback_spent("a", "record") == pytest.approx(opacus_epsilon([(1.0, 0.05, 30)]))
+    assert ledger.fallback_spent("a", "record") > ledger.spent("a", "record")
+    ledger.verify()
+
+
+def test_an_old_ledger_without_trust_fields_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.json"
+    spend(path, 0)
+    raw = json.loads(path.read_text())
+    for entry in raw["entries"]:
+        del entry["trust"], entry["fallback_noise_multiplier"]
+    path.write_text(json.dumps(raw))
+    assert Ledger.load(path).entries[0].trust == "local"
