@@ -43,6 +43,9 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
     env.update(
         FLWR_HOME=str(flwr_home),
         FLWR_TELEMETRY_ENABLED="0",
+        # Flower forks its simulation from processes that may have started OpenBLAS's thread pool; a forked
+        # pool can spin forever. Sites use one torch thread each anyway (shared/device.py).
+        OPENBLAS_NUM_THREADS="1",
         # Offline machines, and an unpinned torch would pull CUDA wheels: never install at run time.
         FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
         FLWR_DISABLE_UPDATE_CHECK="1",

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 from opacus.accountants import create_accountant
+from threadpoolctl import threadpool_limits
 
 from shared.errors import BudgetExceededError, ConfigError
 
@@ -116,7 +117,9 @@ def _raw_epsilon(history: History, delta: float, accountant: str) -> float:
         return 0.0
     engine = create_accountant(mechanism=accountant)
     engine.history = compact
-    with warnings.catch_warnings(), np.errstate(divide="ignore"):
+    # One BLAS thread: inside Flower's simulation (a process forked from one that had already started
+    # OpenBLAS's thread pool) PRV's np.dot span forever in OpenBLAS's exec_blas; it is a 1-D dot anyway.
+    with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings(), np.errstate(divide="ignore"):
         # PRV takes log(1 - q), which is -inf for unsampled releases (q = 1, e.g. a noisy metric or a
         # site-level round); its own np.where then discards that branch, so the result is exact.
         warnings.filterwarnings("ignore", message="Optimal order is the")
