@@ -1,8 +1,10 @@
 """A real Flower run with secure aggregation, distributed site-level DP and shared record-level noise.
 
-Three simulated sites, two rounds. The server must get only the securely summed update, every site must
-record both levels with the trust they rest on, and every epsilon must recompute with Opacus's accountant
-classes (record level) and the exact Gaussian-mechanism formula (site level), not through shared.accounting.
+Three simulated sites, two rounds; site-2 has no table, so it takes part in the key exchange and then fails
+to train: a real dropout after the shares were dealt. The round must still complete from the two survivors
+(the threshold), the server must get only their securely summed update, every surviving site must record
+both levels with the trust they rest on, and every epsilon must recompute with Opacus's accountant classes
+(record level) and the exact Gaussian-mechanism formula (site level), not through shared.accounting.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from shared.validation import read_site_table
 from tests.conftest import CANARY_CATEGORY, CANARY_FLOAT, CANARY_ID, SMALL_SCHEMA, write_site_table
 
 SITES, ROUNDS, THRESHOLD = 3, 2, 2
+SURVIVORS = (0, 1)  # site-2 drops out
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +36,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     schema.write_text(json.dumps(SMALL_SCHEMA))
     sites = root / "sites"
     sites.mkdir()
-    for i in range(SITES):
+    for i in SURVIVORS:
         write_site_table(sites / f"site-{i}.csv", rows=400, seed=i, canary=(i == 0))
     out = root / "out"
     config: dict[str, object] = {
@@ -60,7 +63,8 @@ def test_the_run_completes_with_only_the_secure_sum(run: dict[str, Path]) -> Non
     verify_output(run["out"])
     assert read_site_table(run["out"] / "synthetic.csv", load_schema(run["schema"])).issues == ()
     log = run["log"].read_text()
-    assert log.count(f"secure aggregation: summed {SITES} vectors (0 dropped)") >= ROUNDS
+    assert log.count("secure aggregation: summed 2 vectors (1 dropped)") >= ROUNDS
+    assert manifest_sites(run) == ["site-0", "site-1"]
     manifest = json.loads((run["out"] / "manifest.json").read_text())
     assert manifest["privacy"]["secure_aggregation"]["threshold"] == THRESHOLD
     assert manifest["privacy"]["site"]["mode"] == "distributed"
@@ -69,7 +73,8 @@ def test_the_run_completes_with_only_the_secure_sum(run: dict[str, Path]) -> Non
 
 def test_both_levels_are_ledgered_with_their_trust_and_recompute(run: dict[str, Path]) -> None:
     plan = json.loads((run["out"] / "plan.json").read_text())
-    for ledger_path in [run["out"] / "ledger.json", *(run["sites"] / f"site-{i}.ledger.json" for i in range(SITES))]:
+    assert not (run["sites"] / "site-2.ledger.json").exists()  # it failed before spending anything
+    for ledger_path in [run["out"] / "ledger.json", *(run["sites"] / f"site-{i}.ledger.json" for i in SURVIVORS)]:
         entries = json.loads(ledger_path.read_text())["entries"]
         for site in {e["site"] for e in entries}:
             record = [e for e in entries if e["site"] == site and e["level"] == "record"]
@@ -88,6 +93,10 @@ def test_both_levels_are_ledgered_with_their_trust_and_recompute(run: dict[str, 
                 exact = _exact_gaussian_epsilon(entry["noise_multiplier"], k, entry["delta"])
                 assert exact <= entry["epsilon"] <= exact * 1.01  # PRV: an upper bound, and a tight one
             assert site_level[-1]["epsilon"] <= 8.0
+
+
+def manifest_sites(run: dict[str, Path]) -> list[str]:
+    return list(json.loads((run["out"] / "manifest.json").read_text())["sites"])
 
 
 def test_ledger_verify_reports_the_fallback(run: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
