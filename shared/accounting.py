@@ -13,6 +13,7 @@ central-limit approximation that may *under*-state epsilon, so it is refused.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import warnings
@@ -115,8 +116,16 @@ def _raw_epsilon(history: History, delta: float, accountant: str) -> float:
     compact = _compact(history)
     if not compact:
         return 0.0
+    # Sorted, so that the same releases in another order (the same composition) hit the same cache entry.
+    return _cached_epsilon(tuple(sorted(compact)), delta, accountant)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_epsilon(compact: tuple[HistoryEntry, ...], delta: float, accountant: str) -> float:
+    """PRV costs ~0.1-0.5 s a call, and a round asks the same question several times (the site's cap check,
+    its ledger entry, the server's mirror of every site): a pure function of its arguments, so cache it."""
     engine = create_accountant(mechanism=accountant)
-    engine.history = compact
+    engine.history = list(compact)
     # One BLAS thread: inside Flower's simulation (a process forked from one that had already started
     # OpenBLAS's thread pool) PRV's np.dot span forever in OpenBLAS's exec_blas; it is a 1-D dot anyway.
     with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings(), np.errstate(divide="ignore"):
