@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from server import audit_cli
 from shared.errors import FedsynthError
 from shared.ledger import LEVELS, Ledger
 
@@ -53,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("dir", type=Path)
     verify.add_argument("--public-key", type=Path, default=None, help="pin the signer's key (raw or PEM)")
 
+    audit_cli.add_parser(sub)
+
     ledger = sub.add_parser("ledger", help="privacy ledger tools")
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
     lverify = ledger_sub.add_parser("verify", help="recompute every epsilon in a ledger from its parameters")
@@ -90,6 +93,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return check_table(args.schema, args.data, args.quarantine)
     if args.command == "verify":
         return _verify(args.dir, args.public_key)
+    if args.command == "audit":
+        return audit_cli.run(args)
     if args.command == "ledger":
 
         return _verify_ledger(Ledger.load(args.path))
