@@ -34,10 +34,12 @@ import pandas as pd
 import torch
 
 from server.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from server.demo import APP_DIR, BUNDLED_DATA, BUNDLED_SCHEMA, DemoOptions, _split
+from server.demo import APP_DIR, BUNDLED_DATA, BUNDLED_SCHEMA, DemoOptions, demo_run_config, split_table
 from server.local_federation import local_superlink, run_app
 from shared.atomic import atomic_write_json, atomic_write_text
-from shared.audit_bound import CITATION, GUESS_FRACTIONS, AttackAudit, audit_scores, bonferroni_alpha
+from shared.audit_bound import (
+    CITATION, GUESS_FRACTIONS, AttackAudit, audit_scores, bonferroni_alpha, perfect_attacker_bound,
+)
 from shared.encoding import TableEncoder
 from shared.errors import ConfigError, FedsynthError
 from shared.generator import state_hash
@@ -65,6 +67,7 @@ ATTACKS: dict[str, str] = {
     "synthetic_dcr": "distance to the closest synthetic record, encoded space (reference run minus audited run)",
 }
 _RUNS = ("without", "with")
+_PLAN_KEYS = ("rounds", "local_steps", "target_epsilon", "noise_multiplier", "sample_rate")
 _RUN_OUTPUTS = ("manifest.json", "plan.json", "ledger.json", "synthetic.csv", f"checkpoint/{CHECKPOINT_NAME}")
 _OUTPUTS = (AUDIT_FILE, CANARY_FILE, *_RUNS, *(f"{run}.log" for run in _RUNS), ".flower")
 
@@ -128,9 +131,7 @@ def run_audit(options: AuditOptions) -> dict[str, Any]:
     print(f"fedsynth audit: {options.canaries} canaries, {int(included.sum())} planted at {CANARY_SITE}; "
           f"{sum(rows)} rows dealt to {options.sites} sites")
     _federate(options, out, synthetic_rows=options.rows or sum(rows))
-    encoder = TableEncoder.from_schema(schema)
-    points = encoder.encode(validate_table(canaries, schema, source="canaries").clean)
-    scores = attack_scores(out, schema, encoder, points)
+    scores = attack_scores(out, schema, validate_table(canaries, schema, source="canaries").clean)
     accounted = accounted_epsilon(out / "with" / "ledger.json", CANARY_SITE)
     alpha = bonferroni_alpha(options.confidence, len(ATTACKS) * len(GUESS_FRACTIONS))
     audits = {name: audit_scores(scores[name], included, delta=accounted.delta, alpha=alpha) for name in ATTACKS}
@@ -202,7 +203,7 @@ def _prepare_out(out: Path, force: bool) -> None:
 
 def _write_sites(options: AuditOptions, out: Path, canaries: pd.DataFrame, included: np.ndarray) -> list[int]:
     """Deal the table as the demo does, once, into both runs; append the included canaries to site 0 of "with"."""
-    rows = _split(options.demo_options(out / "without"), out / "without" / "sites")
+    rows = split_table(options.demo_options(out / "without"), out / "without" / "sites")
     shutil.copytree(out / "without" / "sites", out / "with" / "sites")
     with open(out / "with" / "sites" / f"{CANARY_SITE}.csv", "a", newline="", encoding="utf-8") as handle:
         # Poisson sampling ignores row order, so appending is as good as shuffling in.
@@ -216,15 +217,9 @@ def _federate(options: AuditOptions, out: Path, *, synthetic_rows: int) -> None:
         for name in _RUNS:
             run_dir = out / name
             print(f"fedsynth audit: federation '{name}' canaries ({options.rounds} rounds), log in {out / name}.log")
-            config: dict[str, object] = {
-                "out-dir": str(run_dir), "sites-dir": str(run_dir / "sites"),
-                "schema-path": str(options.schema.resolve()), "num-rounds": options.rounds,
-                "min-sites": options.sites, "seed": PLAN_SEED, "synthetic-rows": synthetic_rows,
-                "dp.target-epsilon": options.epsilon, "dp.delta": options.delta,
-                "simulation.site-epsilon-cap": options.epsilon,
-            }
-            if options.local_steps:
-                config["train.local-steps"] = options.local_steps
+            config = demo_run_config(
+                options.demo_options(run_dir), run_dir, run_dir / "sites", synthetic_rows=synthetic_rows
+            )
             with open(out / f"{name}.log", "w", encoding="utf-8") as log:
                 run_app(APP_DIR, num_sites=options.sites, run_config=config, env=env, log=log)
             missing = [f for f in _RUN_OUTPUTS if not (run_dir / f).is_file()]
@@ -233,18 +228,30 @@ def _federate(options: AuditOptions, out: Path, *, synthetic_rows: int) -> None:
                                     f"see {out / name}.log and {out / '.flower' / 'superlink.log'}")
 
 
-def attack_scores(out: Path, schema: Schema, encoder: TableEncoder, points: np.ndarray) -> dict[str, np.ndarray]:
-    """Per canary and attack, the reference run's figure minus the audited run's: higher means member."""
-    loss = {name: generator_losses(load_generator(out / name, encoder), points) for name in _RUNS}
+def attack_scores(out: Path, schema: Schema, canaries: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per canary and attack, the reference run's figure minus the audited run's: higher means member.
+
+    ``canaries`` is the validated frame. Each generator scores them in its own run's layout (a run may have
+    paid for data-driven bins); distances are taken in the public schema's layout, the same for both tables.
+    """
+    loss = {}
+    for name in _RUNS:
+        generator, encoder = load_generator(out / name)
+        loss[name] = generator_losses(generator, encoder.encode(canaries))
+    public = TableEncoder.from_schema(schema)
+    points = public.encode(canaries)
     dcr = {
-        name: closest_distances(points, _encoded_table(out / name / "synthetic.csv", schema, encoder)) for name in _RUNS
+        name: closest_distances(points, _encoded_table(out / name / "synthetic.csv", schema, public)) for name in _RUNS
     }
     return {"generator_loss": loss["without"] - loss["with"], "synthetic_dcr": dcr["without"] - dcr["with"]}
 
 
-def load_generator(run_dir: Path, encoder: TableEncoder) -> TVAEGenerator:
-    """The final generator of a run, from its checkpoint, checked against the hash in its signed manifest."""
+def load_generator(run_dir: Path) -> tuple[TVAEGenerator, TableEncoder]:
+    """A run's final generator and its encoder: weights from the checkpoint, checked against the hash in the
+    signed manifest; layout from the schema in the run's plan (the public one, or with the bins it paid for).
+    """
     plan = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
+    encoder = TableEncoder.from_schema(Schema.from_dict(plan["schema_json"], source=str(run_dir / "plan.json")))
     state = load_checkpoint(run_dir / "checkpoint" / CHECKPOINT_NAME)
     weights = state.get("generator")
     if state.get("format") != "fedsynth-checkpoint/1" or not isinstance(weights, dict):
@@ -256,7 +263,7 @@ def load_generator(run_dir: Path, encoder: TableEncoder) -> TVAEGenerator:
     published = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))["generator"]["sha256"]
     if state_hash(generator.state_dict()) != published:
         raise FedsynthError(f"{run_dir}: the checkpoint's generator is not the one the manifest publishes")
-    return generator
+    return generator, encoder
 
 
 @torch.no_grad()
@@ -327,6 +334,7 @@ def _report(
             "correction": "Bonferroni over every (attack, guess rule) pair",
             "guess_fractions": [list(pair) for pair in GUESS_FRACTIONS],
             "latent_samples": LATENT_SAMPLES,
+            "perfect_attacker_bound": perfect_attacker_bound(options.canaries, delta=accounted.delta, alpha=alpha),
         },
         "canaries": {"m": options.canaries, "included": int(included.sum()), "site": CANARY_SITE,
                      "file": CANARY_FILE, "seed": options.seed},
@@ -334,7 +342,7 @@ def _report(
                       "accountant": accounted.accountant, "ledger": "with/ledger.json"},
         "federation": {
             "sites": options.sites, "runs": {"audited": "with", "reference": "without"},
-            **{key: plan[key] for key in ("rounds", "local_steps", "target_epsilon", "noise_multiplier", "sample_rate")},
+            **{key: plan[key] for key in _PLAN_KEYS},
         },
         "attacks": {name: {"description": ATTACKS[name], **audit.to_dict()} for name, audit in audits.items()},
         "empirical_epsilon_lower_bound": bound,

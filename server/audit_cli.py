@@ -76,6 +76,9 @@ def format_summary(report: dict[str, Any], out: Path) -> str:
         lines.append(f"  {_LABELS.get(name, name):<24}{auc:>7}{attack['guesses']:>9}{attack['correct']:>9}"
                      f"{attack['epsilon_lower_bound']:>17.3f}")
     bound, eps = report["empirical_epsilon_lower_bound"], accounted["epsilon"]
+    ceiling = method["perfect_attacker_bound"]
+    lines.append(f"  (an attacker right every time would show {ceiling:.2f} with {canaries['m']} canaries"
+                 f"{'; raise --canaries to probe higher' if ceiling < eps else ''})")
     if report["consistent"]:
         lines.append(f"  empirical lower bound {bound:.3f} <= accounted epsilon {eps:.3f}: consistent")
     else:

@@ -72,17 +72,9 @@ def run_demo(options: DemoOptions) -> int:
     out = options.out.resolve()
     _prepare_out(out, options.force)
     sites_dir = out / "sites"
-    rows = _split(options, sites_dir)
+    rows = split_table(options, sites_dir)
     print(f"fedsynth demo: {sum(rows)} rows dealt to {options.sites} simulated sites ({options.split}): {rows}")
-    run_config: dict[str, object] = {
-        "out-dir": str(out), "sites-dir": str(sites_dir), "schema-path": str(options.schema.resolve()),
-        "num-rounds": options.rounds, "min-sites": options.sites, "seed": options.seed,
-        "synthetic-rows": options.rows or sum(rows), "dp.target-epsilon": options.epsilon,
-        "dp.delta": options.delta, "simulation.site-epsilon-cap": options.epsilon,
-    }
-    if options.local_steps:
-        run_config["train.local-steps"] = options.local_steps
-    run_config.update(_privacy_options(options))
+    run_config = demo_run_config(options, out, sites_dir, synthetic_rows=options.rows or sum(rows))
     with local_superlink(out / ".flower") as env:
         run_app(APP_DIR, num_sites=options.sites, run_config=run_config, env=env)
     missing = [name for name in _OUTPUTS if not (out / name).is_file()]
@@ -93,6 +85,20 @@ def run_demo(options: DemoOptions) -> int:
     report = verify_output(out)
     _print_summary(out, time.monotonic() - start, report.fingerprint)
     return 0
+
+
+def demo_run_config(options: DemoOptions, out: Path, sites_dir: Path, *, synthetic_rows: int) -> dict[str, object]:
+    """The run config `flwr run` gets for these options (the audit runs its federations with it too)."""
+    run_config: dict[str, object] = {
+        "out-dir": str(out), "sites-dir": str(sites_dir), "schema-path": str(options.schema.resolve()),
+        "num-rounds": options.rounds, "min-sites": options.sites, "seed": options.seed,
+        "synthetic-rows": synthetic_rows, "dp.target-epsilon": options.epsilon,
+        "dp.delta": options.delta, "simulation.site-epsilon-cap": options.epsilon,
+    }
+    if options.local_steps:
+        run_config["train.local-steps"] = options.local_steps
+    run_config.update(_privacy_options(options))
+    return run_config
 
 
 def _privacy_options(options: DemoOptions) -> dict[str, object]:
@@ -128,7 +134,7 @@ def _prepare_out(out: Path, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _split(options: DemoOptions, sites_dir: Path) -> list[int]:
+def split_table(options: DemoOptions, sites_dir: Path) -> list[int]:
     """Deal the table's rows (kept byte-for-byte as text) to site-N.csv files."""
     with open(options.data, newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
