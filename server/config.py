@@ -88,6 +88,16 @@ class RunConfig:
                 "site-dp.mode='distributed' and dp.record-noise='shared' rely on secure aggregation to hide each "
                 "site's partly-noised update from the server: set secure-agg=true"
             )
+        if self.site_dp == "central" and self.secure_agg:
+            raise ConfigError(
+                "site-dp.mode='central' adds the noise at the server, which under secure-agg sees only the sum and "
+                "cannot clip each update: use site-dp.mode='distributed' with secure-agg"
+            )
+        if self.site_dp == "distributed" and self.record_noise == "shared":
+            raise ConfigError(
+                "dp.record-noise='shared' cannot be combined with site-dp.mode='distributed': clipping a partly "
+                "noised update at the site breaks the Gaussian sum the shared record-level guarantee rests on"
+            )
         if self.secure_agg and self.min_sites < 2:
             raise ConfigError("secure-agg needs min-sites >= 2: a sum over one site is that site's update")
         if self.record_noise == "shared" and self.local_steps != 1:

@@ -61,6 +61,11 @@ class DemoOptions:
             raise ConfigError(f"--split must be 'iid' or 'non-iid', got {self.split!r}")
         if self.shared_noise and not self.secure_agg:
             raise ConfigError("--shared-noise needs --secure-agg: the partly-noised updates must be hidden in a sum")
+        if self.shared_noise and self.site_dp:
+            raise ConfigError(
+                "--shared-noise cannot be combined with --site-dp: clipping a partly noised update at the site "
+                "breaks the Gaussian sum the shared record-level guarantee rests on"
+            )
         for path, flag in ((self.data, "--data"), (self.schema, "--schema")):
             if not path.is_file():
                 raise ConfigError(f"{flag}: no file at {path}")

@@ -53,3 +53,29 @@ def test_bad_settings_name_their_key(small_schema: Path) -> None:
         _config(small_schema, **{"dp.accountant": "gdp"})
     with pytest.raises(ConfigError, match="schema-path"):
         RunConfig.from_run_config({"schema-path": str(small_schema.parent / "missing.json")})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"site-dp.mode": "distributed"}, "secure-agg=true"),
+        ({"dp.record-noise": "shared", "secure-agg": True}, "local-steps=1"),
+        ({"site-dp.mode": "central", "secure-agg": True}, "use site-dp.mode='distributed'"),
+        ({"site-dp.mode": "distributed", "secure-agg": True, "dp.record-noise": "shared", "train.local-steps": 1},
+         "cannot be combined"),
+    ],
+)
+def test_privacy_modes_that_would_void_a_guarantee_are_refused(
+    small_schema: Path, overrides: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _config(small_schema, **overrides)
+
+
+def test_site_level_noise_is_solved_for_its_own_target(small_schema: Path) -> None:
+    config = _config(small_schema, **{"num-rounds": 10, "site-dp.mode": "central", "site-dp.target-epsilon": 5.0})
+    plan = make_plan(config, load_schema(small_schema))
+    accountant = PRVAccountant()
+    accountant.history = [(plan.site_noise_multiplier, 1.0, 10)]
+    assert 5.0 - 0.011 <= accountant.get_epsilon(delta=plan.delta) <= 5.0
+    assert "site-level DP (central)" in describe_plan(plan)
