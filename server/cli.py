@@ -114,7 +114,7 @@ def _verify_ledger(ledger: Ledger) -> int:
             last = entries[-1]
             trusts = sorted({e.trust for e in entries})
             line = (f"  {site} {level}-level: epsilon {last.epsilon:.4f} at delta {last.delta:g} "
-                    f"({last.accountant}, {len(entries)} rounds; rests on: {', '.join(trusts)})")
+                    f"({last.accountant}, {len(entries)} entries; rests on: {', '.join(trusts)})")
             if trusts != ["local"]:
                 fallback = ledger.fallback_spent(site, level)
                 shown = "no bound (the server added all the noise)" if fallback == float("inf") else f"{fallback:.4f}"
