@@ -56,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
 
     audit_cli.add_parser(sub)
 
+    evaluate = sub.add_parser("evaluate", help="score a synthetic table against real rows (aggregates only)")
+    evaluate.add_argument("--synthetic", type=Path, required=True)
+    evaluate.add_argument("--real", type=Path, required=True, help="the real table; split into training and holdout")
+    evaluate.add_argument("--schema", type=Path, required=True)
+    evaluate.add_argument("--holdout-fraction", type=float, default=0.2)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--out", type=Path, default=None, help="write the full report as JSON")
+
     ledger = sub.add_parser("ledger", help="privacy ledger tools")
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
     lverify = ledger_sub.add_parser("verify", help="recompute every epsilon in a ledger from its parameters")
@@ -95,6 +103,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _verify(args.dir, args.public_key)
     if args.command == "audit":
         return audit_cli.run(args)
+    if args.command == "evaluate":
+        return _evaluate(args)
     if args.command == "ledger":
 
         return _verify_ledger(Ledger.load(args.path))
@@ -120,6 +130,18 @@ def _verify_ledger(ledger: Ledger) -> int:
                 shown = "no bound (the server added all the noise)" if fallback == float("inf") else f"{fallback:.4f}"
                 line += f"; if that trust fails: {shown}"
             print(line)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from shared.evaluation import evaluate_files
+
+    report = evaluate_files(args.synthetic, args.real, args.schema,
+                            holdout_fraction=args.holdout_fraction, seed=args.seed)
+    print(report.summary())
+    if args.out:
+        report.write_json(args.out)
+        print(f"report written to {args.out}")
     return 0
 
 
