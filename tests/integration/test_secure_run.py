@@ -1,4 +1,5 @@
-"""A real Flower run with secure aggregation, distributed site-level DP and shared record-level noise.
+"""Real Flower runs with secure aggregation: one with shared record-level noise, one with distributed
+site-level DP (the two cannot be combined: see server/config.py).
 
 Three simulated sites, two rounds; site-2 has no table, so it takes part in the key exchange and then fails
 to train: a real dropout after the shares were dealt. The round must still complete from the two survivors
@@ -29,9 +30,17 @@ SITES, ROUNDS, THRESHOLD = 3, 2, 2
 SURVIVORS = (0, 1)  # site-2 drops out
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("secure")
+MODES: dict[str, dict[str, object]] = {
+    "shared-noise": {
+        "dp.record-noise": "shared", "dp.shared-batch-size": 20, "simulation.trust-secure-aggregation": True,
+    },
+    "site-dp": {"site-dp.mode": "distributed", "site-dp.target-epsilon": 8.0, "site-dp.clip": 0.5},
+}
+
+
+@pytest.fixture(scope="module", params=list(MODES))
+def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp(f"secure-{request.param}")
     schema = root / "schema.json"
     schema.write_text(json.dumps(SMALL_SCHEMA))
     sites = root / "sites"
@@ -43,14 +52,17 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "out-dir": str(out), "sites-dir": str(sites), "schema-path": str(schema), "num-rounds": ROUNDS,
         "min-sites": THRESHOLD, "synthetic-rows": 200, "dp.target-epsilon": 2.0, "train.local-steps": 1,
         "train.hidden": 32, "signing-key": str(root / "keys" / "server.pem"), "simulation.site-epsilon-cap": 2.0,
-        "secure-agg": True, "site-dp.mode": "distributed", "site-dp.target-epsilon": 8.0, "site-dp.clip": 0.5,
-        "dp.record-noise": "shared", "dp.shared-batch-size": 20, "simulation.trust-secure-aggregation": True,
+        "secure-agg": True, **MODES[request.param],
     }
     log_path = root / "run.log"
     with local_superlink(root / "flower") as env, open(log_path, "w") as log:
         run_app(APP_DIR, num_sites=SITES, run_config=config, env=env, log=log)
     assert (out / "manifest.json").exists(), log_path.read_text()[-5000:]
-    return {"root": root, "out": out, "sites": sites, "schema": schema, "log": log_path}
+    return {"root": root, "out": out, "sites": sites, "schema": schema, "log": log_path, "mode": Path(request.param)}
+
+
+def _mode(run: dict[str, Path]) -> str:
+    return str(run["mode"])
 
 
 def _exact_gaussian_epsilon(noise: float, releases: int, delta: float) -> float:
@@ -67,8 +79,12 @@ def test_the_run_completes_with_only_the_secure_sum(run: dict[str, Path]) -> Non
     assert manifest_sites(run) == ["site-0", "site-1"]
     manifest = json.loads((run["out"] / "manifest.json").read_text())
     assert manifest["privacy"]["secure_aggregation"]["threshold"] == THRESHOLD
-    assert manifest["privacy"]["site"]["mode"] == "distributed"
-    assert manifest["privacy"]["record"]["rests_on"] == ["secure-aggregation"]
+    if _mode(run) == "site-dp":
+        assert manifest["privacy"]["site"]["mode"] == "distributed"
+        assert manifest["privacy"]["record"]["rests_on"] == ["local"]
+    else:
+        assert "site" not in manifest["privacy"]
+        assert manifest["privacy"]["record"]["rests_on"] == ["secure-aggregation"]
 
 
 def test_both_levels_are_ledgered_with_their_trust_and_recompute(run: dict[str, Path]) -> None:
@@ -79,12 +95,17 @@ def test_both_levels_are_ledgered_with_their_trust_and_recompute(run: dict[str, 
         for site in {e["site"] for e in entries}:
             record = [e for e in entries if e["site"] == site and e["level"] == "record"]
             site_level = [e for e in entries if e["site"] == site and e["level"] == "site"]
-            assert len(record) == len(site_level) == ROUNDS
+            assert len(record) == ROUNDS and len(site_level) == (ROUNDS if _mode(run) == "site-dp" else 0)
             accountant = PRVAccountant()
             for entry in record:
-                assert entry["trust"] == "secure-aggregation"
                 assert entry["noise_multiplier"] == plan["noise_multiplier"]
-                assert entry["fallback_noise_multiplier"] == pytest.approx(plan["noise_multiplier"] / math.sqrt(THRESHOLD))
+                if _mode(run) == "shared-noise":
+                    assert entry["trust"] == "secure-aggregation"
+                    assert entry["fallback_noise_multiplier"] == pytest.approx(
+                        plan["noise_multiplier"] / math.sqrt(THRESHOLD)
+                    )
+                else:
+                    assert entry["trust"] == "local" and entry["fallback_noise_multiplier"] is None
                 accountant.history.append((entry["noise_multiplier"], entry["sample_rate"], entry["steps"]))
                 accountant.history += [(r["noise_multiplier"], r["sample_rate"], r["steps"]) for r in entry["extra_releases"]]
                 assert entry["epsilon"] == pytest.approx(accountant.get_epsilon(delta=entry["delta"]), rel=1e-6)
@@ -92,7 +113,9 @@ def test_both_levels_are_ledgered_with_their_trust_and_recompute(run: dict[str, 
                 assert entry["trust"] == "secure-aggregation" and entry["sample_rate"] == 1.0
                 exact = _exact_gaussian_epsilon(entry["noise_multiplier"], k, entry["delta"])
                 assert exact <= entry["epsilon"] <= exact * 1.01  # PRV: an upper bound, and a tight one
-            assert site_level[-1]["epsilon"] <= 8.0
+                assert entry["fallback_noise_multiplier"] == pytest.approx(entry["noise_multiplier"] / math.sqrt(THRESHOLD))
+            if site_level:
+                assert site_level[-1]["epsilon"] <= 8.0
 
 
 def manifest_sites(run: dict[str, Path]) -> list[str]:
