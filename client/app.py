@@ -16,11 +16,10 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client import secure_aggregation
 from client.data import load_site_data, load_site_frame
 from client.delivery import receive_delivery
-from client import secure_aggregation
 from client.policy import check_budget
-from client.secure_aggregation import mask_update
 from client.site_dp import site_update
 from client.site import SiteConfig
 from client.trainer import train_round
@@ -98,7 +97,7 @@ def train(msg: Message, context: Context) -> Message:
     if plan.secure_agg:
         keys = list(arrays.keys())
         update = site_update(plan, [reply_arrays[k].numpy() - arrays[k].numpy() for k in keys])
-        reply_arrays = mask_update(context, msg.content.config_records["secagg"], keys, update)
+        reply_arrays = secure_aggregation.mask_update(context, msg.content.config_records["secagg"], keys, update)
     content = RecordDict({"arrays": reply_arrays, "metrics": metrics, "site": identity})
     return Message(content=content, reply_to=msg)
 
@@ -142,13 +141,10 @@ def secagg_unmask(msg: Message, context: Context) -> Message:
 
 def _record_site_level(site: SiteConfig, plan: TrainingPlan, server_round: int) -> None:
     """Site-level DP spend, written ahead like the record-level one (the site's own copy of the claim)."""
-    fallback = None
-    if plan.site_dp == "distributed":
-        fallback = plan.site_noise_multiplier / plan.secagg_threshold**0.5
     record_spend(
         site.ledger_path, site=site.site, round=server_round, level="site", accountant=plan.accountant,
         delta=plan.delta, releases=[Release("site-update", *plan.site_round_release())], run_id=plan.run_id,
-        trust=plan.site_trust, fallback_noise_multiplier=fallback,
+        trust=plan.site_trust, fallback_noise_multiplier=plan.site_fallback_noise_multiplier(),
     )
 
 

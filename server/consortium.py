@@ -86,15 +86,11 @@ class ConsortiumLedger:
         plan = self.plan
         release = plan.site_round_release()
         history = self.ledger.history(report.site, "site") + [release]
-        fallback = None
-        if plan.site_dp == "distributed":
-            # Alone, a site's update carries only its share: noise multiplier z/sqrt(t) relative to S.
-            fallback = plan.site_noise_multiplier / plan.secagg_threshold**0.5
         entry = LedgerEntry(
             site=report.site, round=server_round, level="site", accountant=plan.accountant,
             noise_multiplier=release[0], sample_rate=release[1], steps=release[2], delta=plan.delta,
             epsilon=epsilon(history, delta=plan.delta, accountant=plan.accountant), run_id=plan.run_id,
-            trust=plan.site_trust, fallback_noise_multiplier=fallback,
+            trust=plan.site_trust, fallback_noise_multiplier=plan.site_fallback_noise_multiplier(),
         )
         self.ledger = self.ledger.append(entry)
 

@@ -116,6 +116,12 @@ class TrainingPlan:
             return 0.0
         return self.site_noise_multiplier * self.site_clip / self.secagg_threshold**0.5
 
+    def site_fallback_noise_multiplier(self) -> float | None:
+        """Distributed mode: the noise multiplier (relative to S) of one site's update seen alone, z/sqrt(t)."""
+        if self.site_dp != "distributed":
+            return None
+        return self.site_noise_multiplier / self.secagg_threshold**0.5
+
     def site_round_release(self) -> tuple[float, float, int]:
         """What one round costs at site level: a Gaussian mechanism on the clipped sum, no sampling."""
         return (self.site_noise_multiplier, 1.0, 1)
