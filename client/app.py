@@ -19,12 +19,15 @@ from flwr.clientapp import ClientApp
 from client import secure_aggregation
 from client.data import load_site_data, load_site_frame
 from client.delivery import receive_delivery
+from client.evaluation import evaluate_at_site
+from client.holdout import holdout_key, holdout_mask
 from client.policy import check_budget
 from client.site_dp import site_update
 from client.site import SiteConfig
 from client.trainer import train_round
 from shared.accounting import epsilon
 from shared.device import pick_device
+from shared.dp_evaluation import EvaluationLayout
 from shared.dp_statistics import HistogramSpec, noisy_histograms
 from shared.encoding import TableEncoder
 from shared.errors import SchemaError, SecureAggregationError
@@ -32,7 +35,7 @@ from shared.ledger import Ledger, Release, record_spend
 from shared.logs import configure_logging
 from shared.plan import TRUST_LOCAL, TRUST_SECAGG, TrainingPlan
 from shared.schema import Schema, load_schema
-from shared.tvae import TVAEGenerator
+from shared.synthesizers import build_generator
 
 app = ClientApp()
 logger = logging.getLogger(__name__)
@@ -48,7 +51,10 @@ def train(msg: Message, context: Context) -> Message:
     site = SiteConfig.from_context(dict(context.node_config), dict(context.run_config))
     schema = _schema(plan, site)
     encoder = TableEncoder.from_schema(schema)
-    data = load_site_data(site.data_path, schema, encoder)
+    data = load_site_data(
+        site.data_path, schema, encoder, holdout_key=_holdout_key(site, plan),
+        holdout_fraction=plan.evaluate_holdout_fraction,
+    )
 
     ledger = Ledger.load(site.ledger_path)
     check_budget(ledger, site, plan)
@@ -70,7 +76,7 @@ def train(msg: Message, context: Context) -> Message:
         _record_site_level(site, plan, server_round)
 
     arrays = msg.content.array_records["arrays"]
-    generator = TVAEGenerator(encoder.blocks, encoder.dim, plan.model_config, seed=plan.seed)
+    generator = build_generator(plan, encoder)
     generator.load_state_dict(arrays.to_torch_state_dict())
     seed = site.noise_seed if site.noise_seed is not None else secrets.randbits(63)
     rng = torch.Generator().manual_seed(seed + server_round)
@@ -110,6 +116,7 @@ def histograms(msg: Message, context: Context) -> Message:
     site = SiteConfig.from_context(dict(context.node_config), dict(context.run_config))
     schema = _schema(plan, site)
     frame, _ = load_site_frame(site.data_path, schema)
+    frame = frame[~holdout_mask(frame, schema, _holdout_key(site, plan), plan.evaluate_holdout_fraction)]
     check_budget(Ledger.load(site.ledger_path), site, plan, plan.preprocess_releases())
     entry = record_spend(
         site.ledger_path, site=site.site, round=0, level="record", accountant=plan.accountant, delta=plan.delta,
@@ -119,6 +126,26 @@ def histograms(msg: Message, context: Context) -> Message:
     logger.info("%s released noisy histograms of %s (epsilon now %.4f)", site.site, sorted(noisy), entry.epsilon)
     record = ConfigRecord({"site": site.site, **{f"hist.{name}": values for name, values in noisy.items()}})
     return Message(content=RecordDict({"histograms": record}), reply_to=msg)
+
+
+@app.query("evaluate")
+def evaluate(msg: Message, context: Context) -> Message:
+    """Federated evaluation: noisy score histograms of the synthetic table on this site's hold-out rows."""
+    configure_logging()
+    plan = TrainingPlan.from_config(msg.content.config_records["config"])
+    site = SiteConfig.from_context(dict(context.node_config), dict(context.run_config))
+    request = msg.content.config_records["evaluation"]
+    layout = EvaluationLayout.from_json(str(request["layout"]))
+    release = evaluate_at_site(site, plan, _schema(plan, site), layout, bytes(cast(bytes, request["synthetic.csv"])))
+    record = ConfigRecord({
+        "site": site.site, "synthetic-sha256": release.synthetic_sha256,
+        **{f"eval.{name}": [float(x) for x in values.reshape(-1)] for name, values in release.noisy.items()},
+    })
+    return Message(content=RecordDict({"evaluation": record}), reply_to=msg)
+
+
+def _holdout_key(site: SiteConfig, plan: TrainingPlan) -> bytes:
+    return holdout_key(site.ledger_path) if plan.evaluate_holdout_fraction > 0 else b""
 
 
 @app.query("secagg_setup")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from client.holdout import holdout_mask
 from shared.encoding import TableEncoder
 from shared.errors import DataValidationError
 from shared.schema import Schema
@@ -29,7 +30,7 @@ class SiteData:
     rows_quarantined: int
 
 
-_CACHE: dict[tuple[str, int, int, str], SiteData] = {}
+_CACHE: dict[tuple[str, int, int, str, float], SiteData] = {}
 
 
 def load_site_frame(path: Path, schema: Schema) -> tuple[pd.DataFrame, int]:
@@ -48,15 +49,23 @@ def load_site_frame(path: Path, schema: Schema) -> tuple[pd.DataFrame, int]:
     return result.clean, quarantined
 
 
-def load_site_data(path: Path, schema: Schema, encoder: TableEncoder) -> SiteData:
-    """Validate and encode ``path``; failing rows go to ``<stem>.quarantine.csv`` beside it (site-local)."""
+def load_site_data(
+    path: Path, schema: Schema, encoder: TableEncoder, *, holdout_key: bytes = b"", holdout_fraction: float = 0.0
+) -> SiteData:
+    """Validate and encode the training rows of ``path`` (the hold-out rows, see ``client.holdout``, stay out).
+
+    Failing rows go to ``<stem>.quarantine.csv`` beside it (site-local).
+    """
     if not path.is_file():
         raise DataValidationError(f"{path}: the site's table does not exist; check node config 'data-path'")
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, schema.hash)
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, schema.hash, holdout_fraction)
     if key in _CACHE:
         return _CACHE[key]
     clean, quarantined = load_site_frame(path, schema)
+    clean = clean[~holdout_mask(clean, schema, holdout_key, holdout_fraction)]
+    if len(clean) == 0:
+        raise DataValidationError(f"{path}: every row is in the hold-out; the site has no rows to train on")
     encoded = torch.from_numpy(encoder.encode(clean))
     data = SiteData(encoded=encoded, rows_quarantined=quarantined)
     _CACHE.clear()  # one table per site process; do not keep old copies of private data around

@@ -29,6 +29,8 @@ class SiteConfig:
     # Whether this site accepts adding only its share of the record-level noise, relying on secure
     # aggregation to hide its update (off unless the site's own policy says so).
     trusts_secure_aggregation: bool = False
+    # Whether the site keeps an exact local evaluation report (computed on raw rows, never sent).
+    local_evaluation: bool = True
 
     def __post_init__(self) -> None:
         if not self.site or any(c in self.site for c in "/\\:"):
@@ -58,6 +60,7 @@ class SiteConfig:
             device=str(node_config.get("device", "auto")),
             noise_seed=int(node_config["noise-seed"]) if "noise-seed" in node_config else None,
             trusts_secure_aggregation=_flag(node_config.get("trust-secure-aggregation", False)),
+            local_evaluation=_flag(node_config.get("local-evaluation", True)),
         )
 
     @classmethod
@@ -77,6 +80,7 @@ class SiteConfig:
             device=str(run_config.get("simulation.device", "auto")),
             noise_seed=None,
             trusts_secure_aggregation=_flag(run_config.get("simulation.trust-secure-aggregation", False)),
+            local_evaluation=_flag(run_config.get("simulation.local-evaluation", True)),
         )
 
 
@@ -85,5 +89,5 @@ def _flag(value: Any) -> bool:
         return value
     text = str(value).strip().lower()
     if text not in ("true", "false", "1", "0", "yes", "no", ""):
-        raise ConfigError(f"node config trust-secure-aggregation must be true or false, got {value!r}")
+        raise ConfigError(f"node config flags (trust-secure-aggregation, local-evaluation) must be true or false, got {value!r}")
     return text in ("true", "1", "yes")

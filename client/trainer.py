@@ -120,10 +120,7 @@ def _noisy_mean_loss(generator: TabularGenerator, data: torch.Tensor, plan: Trai
     Gaussian mechanism with noise multiplier z = ``plan.metric_noise_multiplier`` (sample rate 1, one step).
     The ledger charges it in every round as ``(z, 1.0, 1)``.
     """
-    criterion = generator.criterion().to(data.device)
-    setattr(criterion, "reduction", "none")  # noqa: B010 - per-row losses, as Opacus's loss wrapper does
-    with torch.no_grad():
-        losses = criterion(generator.module(data), data).clamp(0.0, LOSS_BOUND).cpu()
+    losses = generator.per_row_loss(data, generator=rng).clamp(0.0, LOSS_BOUND).cpu()
     scale = plan.metric_noise_multiplier * (2.0**0.5)
     noise = torch.randn(2, generator=rng, dtype=torch.float64) * scale
     noisy_sum = float(losses.double().sum()) / LOSS_BOUND + float(noise[0])

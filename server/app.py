@@ -17,7 +17,9 @@ from server.consortium import ConsortiumLedger, NoSiteTrained
 from server.delivery import deliver
 from server.plan import describe_plan, make_plan
 from server.preprocess import estimate
-from server.publish import publish
+from server.evaluation import evaluate_sites
+from server.publish import publish, sample_table
+from server.report import write_report
 from server.secure_round import SecureRounds
 from server.strategy import LedgeredFedAdam
 from server.summary import summarize
@@ -26,7 +28,7 @@ from shared.encoding import TableEncoder
 from shared.logs import configure_logging
 from shared.manifest import load_or_create_signing_key
 from shared.schema import Schema, load_schema
-from shared.tvae import TVAEGenerator
+from shared.synthesizers import build_generator
 
 app = ServerApp()
 logger = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ def main(grid: Grid, context: Context) -> None:
         schema = Schema.from_dict(json.loads(plan.schema_json))
         encoder = TableEncoder.from_schema(schema)
         atomic_write_text(config.out_dir / "plan.json", plan.to_json() + "\n")
-    generator = TVAEGenerator(encoder.blocks, encoder.dim, plan.model_config, seed=plan.seed)
+    generator = build_generator(plan, encoder)
     checkpointer = Checkpointer(config.out_dir / "checkpoint", plan, ledger)
     secure_sum = SecureRounds(plan) if plan.secure_agg else None
     strategy = LedgeredFedAdam(
@@ -75,9 +77,14 @@ def main(grid: Grid, context: Context) -> None:
         logger.warning("publishing the generator of round %d, the last completed round", rounds_done)
 
     generator.load_state_dict(final.to_torch_state_dict())
+    table = sample_table(generator, encoder, config.synthetic_rows, plan.seed, frequencies)
+    evaluation = None
+    if plan.evaluate_noise_multiplier > 0:
+        evaluation = evaluate_sites(grid, strategy.participants, plan, ledger, table, schema)
     publication = publish(
-        config.out_dir, generator=generator, encoder=encoder, schema=schema, plan=plan, ledger=ledger.ledger,
-        rounds_completed=rounds_done, rows=config.synthetic_rows, key=key, class_frequencies=frequencies,
+        config.out_dir, table=table, generator=generator, schema=schema, plan=plan, ledger=ledger.ledger,
+        rounds_completed=rounds_done, key=key, class_frequencies=frequencies, evaluation=evaluation,
     )
+    write_report(config.out_dir, reference=config.reference)
     receipts = deliver(grid, strategy.participants, publication, key)
     logger.info("summary\n%s", summarize(publication, plan, receipts))

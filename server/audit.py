@@ -256,6 +256,11 @@ def load_generator(run_dir: Path) -> tuple[TVAEGenerator, TableEncoder]:
     weights = state.get("generator")
     if state.get("format") != "fedsynth-checkpoint/1" or not isinstance(weights, dict):
         raise FedsynthError(f"{run_dir / 'checkpoint'}: not a fedsynth checkpoint (format {state.get('format')!r})")
+    if plan.get("generator", "tvae") != "tvae":
+        raise FedsynthError(
+            f"{run_dir}: fedsynth audit attacks the VAE's per-row loss; this run trained {plan['generator']!r}. "
+            "Audit a VAE run with the same privacy settings, or use the distance attack in the report"
+        )
     config = TVAEConfig(hidden=int(plan["hidden"]), latent=int(plan["latent"]), kl_weight=float(plan["kl_weight"]))
     with torch.random.fork_rng(devices=[]):  # the constructor seeds torch; keep that local
         generator = TVAEGenerator(encoder.blocks, encoder.dim, config, seed=int(plan["seed"]))

@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
                       help="estimate quantile bins for continuous columns without public bins (paid, DP histograms)")
     demo.add_argument("--class-frequencies", action="store_true",
                       help="estimate the target's class shares (paid) and sample the synthetic table to match them")
+    demo.add_argument("--generator", choices=("tvae", "gan"), default="tvae",
+                      help="the synthesizer: a DP tabular VAE, or a DP conditional GAN (DP-SGD on the discriminator)")
+    demo.add_argument("--eval-noise", type=float, default=10.0,
+                      help="noise multiplier of the sites' evaluation release (0 = no federated evaluation)")
+    demo.add_argument("--eval-pairs", action="store_true",
+                      help="also release pair histograms for the dependence heatmap (costs more noise per cell)")
 
     schema = sub.add_parser("schema", help="schema tools")
     schema_sub = schema.add_subparsers(dest="schema_command", required=True)
@@ -68,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
     lverify = ledger_sub.add_parser("verify", help="recompute every epsilon in a ledger from its parameters")
     lverify.add_argument("path", type=Path)
+
+    report = sub.add_parser("report", help="rebuild a run's report.json and report.html from its folder")
+    report.add_argument("dir", type=Path)
+    report.add_argument("--reference-train", type=Path, default=None,
+                        help="a central table the generator was trained on (public data only), for a reference check")
+    report.add_argument("--reference-holdout", type=Path, default=None,
+                        help="a central table it never saw (with --reference-train)")
     return parser
 
 
@@ -92,9 +105,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             schema=args.schema or BUNDLED_SCHEMA, split_by=args.split_by, local_steps=args.local_steps,
             force=args.force, site_dp=args.site_dp, secure_agg=args.secure_agg, shared_noise=args.shared_noise,
             site_epsilon=args.site_epsilon, site_clip=args.site_clip, dp_bins=args.dp_bins,
-            class_frequencies=args.class_frequencies,
+            class_frequencies=args.class_frequencies, generator=args.generator, eval_noise=args.eval_noise,
+            eval_pairs=args.eval_pairs,
         )
         return run_demo(options)
+    if args.command == "report":
+        return _report(args)
     if args.command == "schema":
         from shared.validation import check_table
 
@@ -142,6 +158,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.out:
         report.write_json(args.out)
         print(f"report written to {args.out}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from server.report import REPORT_HTML, REPORT_JSON, write_report
+
+    if (args.reference_train is None) != (args.reference_holdout is None):
+        raise FedsynthError("--reference-train and --reference-holdout go together")
+    reference = (args.reference_train, args.reference_holdout) if args.reference_train else None
+    report = write_report(args.dir, reference=reference)
+    print(f"{args.dir / REPORT_JSON} and {args.dir / REPORT_HTML} written (run {report['run']['run_id']}; "
+          "open the .html in any browser, it needs no network)")
     return 0
 
 

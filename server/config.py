@@ -12,7 +12,7 @@ from typing import Any
 
 from shared.accounting import ACCOUNTANTS
 from shared.errors import ConfigError
-from shared.plan import RECORD_NOISE_MODES, SITE_DP_MODES
+from shared.plan import GENERATORS, RECORD_NOISE_MODES, SITE_DP_MODES
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,13 @@ class RunConfig:
     preprocess_noise_multiplier: float = 30.0
     preprocess_grid: int = 128
     preprocess_bins: int = 16
+    # Federated evaluation (shared.dp_evaluation): 0 = off; else the noise multiplier of the release.
+    evaluate_noise_multiplier: float = 10.0
+    evaluate_holdout_fraction: float = 0.2
+    evaluate_pairs: bool = False
+    generator: str = "tvae"
+    # A central reference table (training part, hold-out part) for the report; only for public data.
+    reference: tuple[Path, Path] | None = None
 
     def __post_init__(self) -> None:
         rules: list[tuple[bool, str, object]] = [
@@ -78,6 +85,14 @@ class RunConfig:
              self.preprocess_noise_multiplier),
             (self.preprocess_grid >= 2, "preprocess.grid must be >= 2", self.preprocess_grid),
             (self.preprocess_bins >= 2, "preprocess.bins must be >= 2", self.preprocess_bins),
+            (self.evaluate_noise_multiplier >= 0, "evaluate.noise-multiplier must be >= 0 (0 = no evaluation)",
+             self.evaluate_noise_multiplier),
+            (0 <= self.evaluate_holdout_fraction < 1, "evaluate.holdout-fraction must be in [0, 1)",
+             self.evaluate_holdout_fraction),
+            (self.evaluate_noise_multiplier == 0 or self.evaluate_holdout_fraction > 0,
+             "evaluate.noise-multiplier > 0 needs a hold-out: set evaluate.holdout-fraction > 0",
+             self.evaluate_holdout_fraction),
+            (self.generator in GENERATORS, f"train.generator must be one of {GENERATORS}", self.generator),
         ]
         for ok, message, value in rules:
             if not ok:
@@ -145,7 +160,25 @@ class RunConfig:
             preprocess_noise_multiplier=float(_get(rc, "preprocess.noise-multiplier", 30.0)),
             preprocess_grid=int(_get(rc, "preprocess.grid", 128)),
             preprocess_bins=int(_get(rc, "preprocess.bins", 16)),
+            evaluate_noise_multiplier=float(_get(rc, "evaluate.noise-multiplier", 10.0)),
+            evaluate_holdout_fraction=float(_get(rc, "evaluate.holdout-fraction", 0.2)),
+            evaluate_pairs=_flag(_get(rc, "evaluate.pairs", False), "evaluate.pairs"),
+            generator=str(_get(rc, "train.generator", "tvae")),
+            reference=_reference(rc),
         )
+
+
+def _reference(rc: dict[str, Any]) -> tuple[Path, Path] | None:
+    train, holdout = str(_get(rc, "report.reference-train", "")), str(_get(rc, "report.reference-holdout", ""))
+    if not train and not holdout:
+        return None
+    if not (train and holdout):
+        raise ConfigError("report.reference-train and report.reference-holdout go together: set both or neither")
+    paths = (Path(train).expanduser().resolve(), Path(holdout).expanduser().resolve())
+    for path in paths:
+        if not path.is_file():
+            raise ConfigError(f"report reference table {path} does not exist")
+    return paths
 
 
 def _get(rc: dict[str, Any], key: str, default: Any) -> Any:

@@ -7,17 +7,21 @@ part in, records that, and warns when a site reports a different figure.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
 
 from server.strategy import SiteReport
 from shared.accounting import HistoryEntry, epsilon
+from shared.atomic import atomic_write_text
 from shared.errors import FedsynthError
 from shared.ledger import Ledger, LedgerEntry, Release
 from shared.plan import TRUST_SECAGG, TrainingPlan
 
 logger = logging.getLogger(__name__)
+
+ROUNDS_FILE = "rounds.json"
 
 
 class NoSiteTrained(FedsynthError):
@@ -30,6 +34,7 @@ class ConsortiumLedger:
     def __init__(self, path: Path, plan: TrainingPlan) -> None:
         self.path, self.plan = path, plan
         self.ledger = Ledger.load(path)
+        self.rounds: list[dict[str, object]] = []  # per round: who took part and their noisy losses (rounds.json)
 
     def record_round(self, server_round: int, reports: list[SiteReport]) -> None:
         plan = self.plan
@@ -49,11 +54,19 @@ class ConsortiumLedger:
 
     def record_preprocess(self, site: str) -> None:
         """Round 0: the site released its noisy histograms (it charged its own ledger before sending them)."""
+        (release,) = self.plan.preprocess_releases()
+        self._one_release(site, 0, release)
+
+    def record_evaluation(self, site: str) -> None:
+        """After the last round: the site released its noisy evaluation histograms (already charged at the site)."""
+        (release,) = self.plan.evaluation_releases()
+        self._one_release(site, self.plan.evaluation_round, release)
+
+    def _one_release(self, site: str, server_round: int, release: HistoryEntry) -> None:
         plan = self.plan
-        (release,) = plan.preprocess_releases()
         history = self.ledger.history(site, "record") + [release]
         entry = LedgerEntry(
-            site=site, round=0, level="record", accountant=plan.accountant, noise_multiplier=release[0],
+            site=site, round=server_round, level="record", accountant=plan.accountant, noise_multiplier=release[0],
             sample_rate=release[1], steps=release[2], delta=plan.delta,
             epsilon=epsilon(history, delta=plan.delta, accountant=plan.accountant), run_id=plan.run_id,
         )
@@ -105,6 +118,13 @@ class ConsortiumLedger:
         sites = ", ".join(sorted(r.site for r in reports)) or "none"
         loss = sum(r.noisy_loss for r in reports) / len(reports) if reports else float("nan")
         top = max(spent.values(), default=0.0)
+        self.rounds.append({
+            "round": server_round,
+            "noisy_loss": {r.site: r.noisy_loss for r in sorted(reports, key=lambda r: r.site)},
+            "epsilon": spent,
+        })
+        # Written each round, so a coordinator (and a crash) keeps the curve so far; the losses are DP releases.
+        atomic_write_text(self.path.with_name(ROUNDS_FILE), json.dumps({"rounds": self.rounds}, indent=1) + "\n")
         logger.info(
             "round %d/%d | sites: %s | noisy loss %.3f | epsilon spent %.3f of %.3f (max over sites)",
             server_round, self.plan.rounds, sites, loss, top, self.plan.target_epsilon,

@@ -15,9 +15,12 @@ logger = logging.getLogger(__name__)
 
 def deliver(grid: Grid, participants: dict[int, str], publication: Publication, key: object) -> dict[str, str]:
     """Send the published files to each site; returns site -> where it stored them (from its receipt)."""
+    # The report is not signed (it is rebuilt from signed files, and names the manifest's hash), but every
+    # site should see the same one the coordinator reads.
+    reports = [name for name in ("report.json", "report.html") if (publication.out_dir / name).is_file()]
     record = ConfigRecord(
         {f"{DELIVERY_PREFIX}{name}": (publication.out_dir / name).read_bytes()
-         for name in (*publication.files, "manifest.json", "manifest.json.sig")}
+         for name in (*publication.files, "manifest.json", "manifest.json.sig", *reports)}
     )
     record["signer-public-key"] = public_key_bytes(key)  # type: ignore[arg-type]
     messages = [

@@ -24,7 +24,10 @@ from shared.schema import load_schema
 APP_DIR = Path(__file__).resolve().parent.parent
 BUNDLED_DATA = APP_DIR / "data" / "adult" / "adult_train.csv"
 BUNDLED_SCHEMA = APP_DIR / "data" / "adult" / "schema.json"
-_OUTPUTS = ("synthetic.csv", "synthetic.parquet", "ledger.json", "plan.json", "manifest.json", "manifest.json.sig")
+BUNDLED_HOLDOUT = APP_DIR / "data" / "adult" / "adult_test.csv"  # public: the demo's report may use it centrally
+_OUTPUTS = ("synthetic.csv", "synthetic.parquet", "ledger.json", "plan.json", "manifest.json", "manifest.json.sig",
+            "report.json", "report.html")
+_REMOVED = (*_OUTPUTS, "evaluation.json", "rounds.json")
 
 
 @dataclass(frozen=True)
@@ -51,10 +54,17 @@ class DemoOptions:
     site_clip: float = 1.0
     dp_bins: bool = False
     class_frequencies: bool = False
+    generator: str = "tvae"
+    eval_noise: float = 10.0
+    eval_pairs: bool = False
 
     def __post_init__(self) -> None:
-        if self.sites < 2:
-            raise ConfigError(f"--sites must be >= 2 (a federation), got {self.sites}")
+        if self.sites < 1:
+            raise ConfigError(f"--sites must be >= 1, got {self.sites}")
+        if self.secure_agg and self.sites < 2:
+            raise ConfigError("--secure-agg needs --sites 2 or more: a sum over one site is that site's update")
+        if self.eval_noise < 0:
+            raise ConfigError(f"--eval-noise must be >= 0 (0 = no federated evaluation), got {self.eval_noise}")
         if self.rounds < 1:
             raise ConfigError(f"--rounds must be >= 1, got {self.rounds}")
         if self.split not in ("iid", "non-iid"):
@@ -102,6 +112,13 @@ def demo_run_config(options: DemoOptions, out: Path, sites_dir: Path, *, synthet
     }
     if options.local_steps:
         run_config["train.local-steps"] = options.local_steps
+    run_config["train.generator"] = options.generator
+    run_config["evaluate.noise-multiplier"] = options.eval_noise
+    run_config["evaluate.pairs"] = options.eval_pairs
+    if options.data.resolve() == BUNDLED_DATA and BUNDLED_HOLDOUT.is_file():
+        # Adult is public, so the demo's report can also score the table centrally (a real run cannot).
+        run_config["report.reference-train"] = str(BUNDLED_DATA)
+        run_config["report.reference-holdout"] = str(BUNDLED_HOLDOUT)
     run_config.update(_privacy_options(options))
     return run_config
 
@@ -130,7 +147,7 @@ def _prepare_out(out: Path, force: bool) -> None:
     if (out / "manifest.json").exists() or (out / "sites").exists():
         if not force:
             raise FedsynthError(f"{out} already holds a run; pass another --out, or --force to replace it")
-        for name in (*_OUTPUTS, "sites", "checkpoint", ".flower"):
+        for name in (*_REMOVED, "sites", "checkpoint", ".flower"):
             target = out / name
             if target.is_dir():
                 shutil.rmtree(target)
@@ -197,4 +214,38 @@ def _print_summary(out: Path, seconds: float, fingerprint: str) -> None:
                   f"{s} {e:.4f}" for s, e in sorted(site_level["epsilon_per_site"].items())))
     print(f"  synthetic rows: {manifest['rows']}")
     print(f"  outputs: {out}/synthetic.csv, synthetic.parquet, ledger.json, manifest.json (+ .sig)")
+    _print_quality(out)
     print(f"  signature verified (key fingerprint {fingerprint[:16]}); each site's copy is in {out}/sites/site-N-received/")
+
+
+def _print_quality(out: Path) -> None:
+    """The report's headline, so the terminal says how good the table is, not only that it exists."""
+    report = json.loads((out / "report.json").read_text())
+    print(f"  report: {out}/report.html (open it in a browser; report.json holds the same numbers)")
+    utility = report.get("utility")
+    if utility:
+        for model, scores in utility["models"].items():
+            tstr = scores["tstr"]
+            line = f"    TSTR AUC {model}: {_pm(tstr['auc'], tstr.get('auc_std'))} (federated, on the sites' hold-out)"
+            if scores.get("ratio_auc"):
+                line += f"; {scores['ratio_auc']:.2f} of TRTR {scores['trtr']['auc']:.3f}"
+            print(line)
+    if report.get("marginals"):
+        tvds = [m["tvd"] for m in report["marginals"]]
+        print(f"    mean TVD over columns: {sum(tvds) / len(tvds):.3f}")
+    privacy = report.get("privacy_scores")
+    if privacy:
+        print(f"    membership AUC of a distance attack: {_pm(privacy['membership_auc'], privacy.get('membership_auc_std'))}"
+              " (0.5 = no signal)")
+    reference = report.get("reference")
+    if reference:
+        scores = reference["scores"]
+        print(f"    reference check on public Adult: TSTR/TRTR AUC (gradient boosting) "
+              f"{scores.get('auc_ratio_gradient_boosting')}, mean TVD {scores.get('mean_tvd')}, "
+              f"DCR share {scores.get('dcr_share')}")
+
+
+def _pm(value: float | None, std: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" + (f" ± {std:.3f}" if std is not None else "")

@@ -25,12 +25,13 @@ def make_plan(config: RunConfig, schema: Schema, *, run_id: str | None = None) -
         grid=config.preprocess_grid,
     )
     preprocess = [(config.preprocess_noise_multiplier, 1.0, 1)] if spec.count else []
+    evaluation = [(config.evaluate_noise_multiplier, 1.0, 1)] if config.evaluate_noise_multiplier > 0 else []
     noise = solve_noise_multiplier(
         target_epsilon=config.target_epsilon,
         delta=config.delta,
         sample_rate=config.sample_rate,
         steps=rounds * config.local_steps,
-        extra_history=[(config.metric_noise_multiplier, 1.0, rounds), *preprocess],
+        extra_history=[(config.metric_noise_multiplier, 1.0, rounds), *preprocess, *evaluation],
         accountant=config.accountant,
     )
     site_noise = 0.0
@@ -70,6 +71,10 @@ def make_plan(config: RunConfig, schema: Schema, *, run_id: str | None = None) -
         preprocess_noise_multiplier=config.preprocess_noise_multiplier if spec.count else 0.0,
         preprocess_spec_json=spec.to_json() if spec.count else "",
         preprocess_bins=config.preprocess_bins if spec.count else 0,
+        evaluate_noise_multiplier=config.evaluate_noise_multiplier,
+        evaluate_holdout_fraction=config.evaluate_holdout_fraction,
+        evaluate_pairs=config.evaluate_pairs,
+        generator=config.generator,
     )
 
 
@@ -117,6 +122,16 @@ def describe_plan(plan: TrainingPlan) -> str:
         lines.append(
             f"  preprocessing (paid, before round 1): {'; '.join(what)}; noisy histograms with noise multiplier "
             f"{plan.preprocess_noise_multiplier:g} (one release, included in the epsilons above)"
+        )
+    if plan.evaluate_noise_multiplier > 0:
+        final = epsilon(
+            plan.preprocess_releases() + plan.round_releases() * plan.rounds + plan.evaluation_releases(),
+            delta=plan.delta, accountant=plan.accountant,
+        )
+        lines.append(
+            f"  evaluation (paid, after the last round): {plan.evaluate_holdout_fraction:.0%} of each site's rows "
+            f"held out of training; one release of noisy score histograms, noise multiplier "
+            f"{plan.evaluate_noise_multiplier:g}; epsilon per site with it {final:.3f}"
         )
     if plan.record_noise == "shared":
         lines.append(

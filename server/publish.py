@@ -18,7 +18,10 @@ import pandas as pd
 import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from server.consortium import ROUNDS_FILE
+from server.evaluation import EVALUATION_FILE, FederatedEvaluation
 from shared.atomic import atomic_write_bytes, atomic_write_text
+from shared.ctgan import DPCTGANGenerator
 from shared.encoding import TableEncoder
 from shared.generator import TabularGenerator, state_hash
 from shared.ledger import Ledger
@@ -47,39 +50,67 @@ class Publication:
 def publish(
     out_dir: Path,
     *,
+    table: pd.DataFrame,
     generator: TabularGenerator,
-    encoder: TableEncoder,
     schema: Schema,
     plan: TrainingPlan,
     ledger: Ledger,
     rounds_completed: int,
-    rows: int,
     key: Ed25519PrivateKey,
     class_frequencies: dict[str, dict[str, float]] | None = None,
+    evaluation: FederatedEvaluation | None = None,
 ) -> Publication:
-    """Write synthetic.csv/.parquet, plan.json and ledger.json, then the signed manifest over them."""
-    table = _sample(generator, encoder, rows, plan.seed, class_frequencies or {})
+    """Write synthetic.csv/.parquet, plan.json, ledger.json (and the evaluation and round files), then sign.
+
+    ``table`` comes from :func:`sample_table`; the sites have scored it (``evaluation``) before it is
+    published, so the ledger written here already holds the evaluation's cost.
+    """
     _write_table(out_dir, table)
     atomic_write_text(out_dir / "plan.json", plan.to_json() + "\n")
     atomic_write_text(out_dir / "ledger.json", _ledger_json(ledger))
     files = ["synthetic.csv", "synthetic.parquet", "plan.json", "ledger.json"]
+    if (out_dir / ROUNDS_FILE).is_file():
+        files.append(ROUNDS_FILE)
+    if evaluation is not None:
+        evaluation.write(out_dir / EVALUATION_FILE)
+        files.append(EVALUATION_FILE)
     manifest = _manifest(generator, schema, plan, ledger, rounds_completed, len(table))
     manifest["sampling"] = (
         {"method": "conditional on DP class frequencies", "class_frequencies": class_frequencies}
         if class_frequencies else {"method": "unconditional"}
     )
+    manifest["evaluation"] = _evaluation_section(plan, evaluation)
     write_signed_manifest(out_dir, manifest, files, key)
     return Publication(out_dir=out_dir, files=tuple(files), rows=len(table), manifest=manifest)
+
+
+def _evaluation_section(plan: TrainingPlan, evaluation: FederatedEvaluation | None) -> dict[str, object]:
+    if plan.evaluate_noise_multiplier == 0:
+        return {"federated": False, "reason": "evaluation was off (evaluate.noise-multiplier = 0)"}
+    if evaluation is None:
+        return {"federated": False, "reason": "no site answered the evaluation request",
+                "holdout_fraction": plan.evaluate_holdout_fraction}
+    return {
+        "federated": True,
+        "file": EVALUATION_FILE,
+        "sites": sorted(evaluation.releases),
+        "holdout_fraction": evaluation.holdout_fraction,
+        "noise_multiplier": evaluation.noise_multiplier,
+        "sensitivity": evaluation.layout.sensitivity,
+        "noise_std_per_cell_and_site": evaluation.noise_std,
+        "synthetic_sha256": evaluation.synthetic_sha256,
+        "charged_at_round": plan.evaluation_round,
+    }
 
 
 _POOL_FACTOR = 3  # candidates per requested row when sampling class by class
 
 
-def _sample(
+def sample_table(
     generator: TabularGenerator, encoder: TableEncoder, rows: int, seed: int,
-    class_frequencies: dict[str, dict[str, float]],
+    class_frequencies: dict[str, dict[str, float]] | None = None,
 ) -> pd.DataFrame:
-    """Sample ``rows`` rows; with DP class frequencies, draw each class's quota from a larger pool.
+    """Sample ``rows`` rows (post-processing: no privacy cost); with DP class frequencies, draw each class's quota from a larger pool.
 
     The generator under-represents minority classes under DP noise; matching the target's DP-estimated
     class shares (post-processing of two DP releases) corrects that without touching any real row.
@@ -88,6 +119,11 @@ def _sample(
     if not class_frequencies:
         return encoder.decode(generator.sample(rows, generator=sampler))
     ((column, shares),) = class_frequencies.items()
+    if isinstance(generator, DPCTGANGenerator):
+        try:
+            return _sample_by_condition(generator, encoder, rows, seed, column, shares, sampler)
+        except ValueError as problem:  # a weakly trained GAN may not honour its condition yet
+            logger.warning("conditional sampling fell back to a filtered pool: %s", problem)
     pool = encoder.decode(generator.sample(rows * _POOL_FACTOR, generator=sampler))
     rng = np.random.default_rng(seed)
     parts = []
@@ -102,6 +138,22 @@ def _sample(
     if len(table) < rows:  # classes the generator never produced: fill with unconditional rows
         table = pd.concat([table, pool.sample(n=rows - len(table), replace=True, random_state=rng)])
     return table.sample(frac=1.0, random_state=rng).reset_index(drop=True)
+
+
+def _sample_by_condition(
+    generator: DPCTGANGenerator, encoder: TableEncoder, rows: int, seed: int, column: str, shares: dict[str, float],
+    sampler: torch.Generator,
+) -> pd.DataFrame:
+    """The conditional GAN draws each class's quota directly, conditioned on the class (no rejection pool)."""
+    categories = list(encoder.schema.column(column).categories or ())
+    parts = []
+    for category, quota in _quotas(shares, rows).items():
+        if quota:
+            parts.append(encoder.decode(
+                generator.sample_conditional(quota, column, categories.index(category), generator=sampler)
+            ))
+    table = pd.concat(parts) if parts else encoder.decode(generator.sample(rows, generator=sampler))
+    return table.sample(frac=1.0, random_state=np.random.default_rng(seed)).reset_index(drop=True)
 
 
 def _quotas(shares: dict[str, float], rows: int) -> dict[str, int]:

@@ -41,6 +41,21 @@ class TabularGenerator(ABC):
     def sample(self, n: int, *, generator: torch.Generator) -> np.ndarray:
         """Draw ``n`` encoded rows (float32, the encoder's layout)."""
 
+    def per_row_loss(self, data: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+        """The training loss of each row of ``data`` (shape (N,)), without gradients, for the noisy loss metric.
+
+        Each value must depend on its own row only (and on randomness), so that the trainer's clipped sum has
+        sensitivity one loss bound. The default runs ``criterion`` on ``module(data)``; a generator whose module
+        does not take rows as they are (a GAN's discriminator takes pairs) overrides it. ``generator`` is a CPU
+        random stream; ``data`` may live on another device.
+        """
+        del generator  # unused: the module keeps drawing from its own source, as the trainer always had it
+        criterion = self.criterion().to(data.device)
+        setattr(criterion, "reduction", "none")  # noqa: B010 - per-row losses, as Opacus's loss wrapper does
+        with torch.no_grad():
+            losses: torch.Tensor = criterion(self.module(data), data)
+        return losses
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """CPU copies of the parameters, safe to serialise."""
         return {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}

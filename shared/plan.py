@@ -22,6 +22,7 @@ LOSS_BOUND = 100.0
 ROUND_RELEASE_NAMES = ("dp-sgd", "train-loss")
 SITE_DP_MODES = ("off", "central", "distributed")
 RECORD_NOISE_MODES = ("local", "shared")
+GENERATORS = ("tvae", "gan")
 # What each epsilon rests on, as the ledgers record it (see docs/PRIVACY.md).
 TRUST_LOCAL = "local"  # the site added all the noise itself: holds against everyone
 TRUST_SECAGG = "secure-aggregation"  # the rest of the noise came from other sites; the sum hid their shares
@@ -61,6 +62,11 @@ class TrainingPlan:
     preprocess_noise_multiplier: float = 0.0
     preprocess_spec_json: str = ""
     preprocess_bins: int = 0
+    # Federated evaluation: 0.0 = off; else the noise multiplier of the sites' one evaluation release.
+    evaluate_noise_multiplier: float = 0.0
+    evaluate_holdout_fraction: float = 0.0
+    evaluate_pairs: bool = False
+    generator: str = "tvae"
 
     def __post_init__(self) -> None:
         checks = [
@@ -82,6 +88,10 @@ class TrainingPlan:
              "distributed site-level DP and shared record-level noise need secure aggregation"),
             (self.record_noise != "shared" or (self.local_steps == 1 and self.shared_batch_size >= 1),
              "shared record-level noise needs one local step per round and a public batch size"),
+            (self.generator in GENERATORS, f"train.generator must be one of {GENERATORS}"),
+            (0 <= self.evaluate_holdout_fraction < 1, "evaluate.holdout-fraction must be in [0, 1)"),
+            (self.evaluate_noise_multiplier == 0 or self.evaluate_holdout_fraction > 0,
+             "federated evaluation needs a hold-out fraction > 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -98,6 +108,15 @@ class TrainingPlan:
     def preprocess_releases(self) -> History:
         """The one-time cost of the DP histograms, charged at round 0 (empty when preprocessing is off)."""
         return [(self.preprocess_noise_multiplier, 1.0, 1)] if self.preprocess_noise_multiplier > 0 else []
+
+    def evaluation_releases(self) -> History:
+        """The one-time cost of the federated evaluation release (empty when evaluation is off)."""
+        return [(self.evaluate_noise_multiplier, 1.0, 1)] if self.evaluate_noise_multiplier > 0 else []
+
+    @property
+    def evaluation_round(self) -> int:
+        """The round number the ledgers give the evaluation release: after the last training round."""
+        return self.rounds + 1
 
     def record_noise_share(self, trusts_secure_aggregation: bool) -> float:
         """The DP-SGD noise multiplier a site adds itself this round.

@@ -62,8 +62,9 @@ def test_synthetic_table_follows_the_schema(run: dict[str, Path]) -> None:
 
 def test_ledger_epsilons_recompute_from_their_parameters(run: dict[str, Path]) -> None:
     entries = json.loads((run["out"] / "ledger.json").read_text())["entries"]
+    # Rounds 1..ROUNDS of training, then the evaluation release charged as round ROUNDS + 1.
     assert sorted({(e["site"], e["round"]) for e in entries}) == [
-        (f"site-{s}", r) for s in range(SITES) for r in range(1, ROUNDS + 1)
+        (f"site-{s}", r) for s in range(SITES) for r in range(1, ROUNDS + 2)
     ]
     for site in {e["site"] for e in entries}:
         accountant = RDPAccountant()
@@ -106,6 +107,45 @@ def test_every_site_received_the_signed_table(run: dict[str, Path]) -> None:
         received = run["sites"] / f"site-{i}-received" / run_id
         assert (received / "synthetic.csv").read_bytes() == (run["out"] / "synthetic.csv").read_bytes()
         assert verify_output(received).ok
+
+
+def test_the_report_is_built_from_paid_releases_and_rebuilds_identically(
+    run: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = run["out"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "evaluation.json" in manifest["files"] and "rounds.json" in manifest["files"]
+    assert manifest["evaluation"]["federated"] and manifest["evaluation"]["sites"] == [f"site-{i}" for i in range(SITES)]
+    report = json.loads((out / "report.json").read_text())
+    assert report["format"] == "fedsynth-report/1"
+    assert report["run"]["manifest_sha256"] and report["run"]["run_id"] == manifest["run_id"]
+    # Epsilon per round: recomputed from the ledger, ending with the evaluation at the final figure.
+    assert [r["round"] for r in report["privacy"]["per_round"]] == list(range(1, ROUNDS + 1))
+    final = manifest["privacy"]["record"]["epsilon_per_site"]
+    last = report["privacy"]["per_round"][-1]["epsilon"]
+    added = report["privacy"]["evaluation"]["epsilon"]
+    assert {s: last[s] + added[s] for s in final} == pytest.approx(final, rel=1e-9)
+    assert all(0 < a < 0.5 * final[s] for s, a in added.items())
+    assert len(report["training"]["loss"]) == ROUNDS
+    assert {m["column"] for m in report["marginals"]} == {"age", "sex", "ward", "lab", "outcome"}
+    assert set(report["utility"]["models"]) == {"logistic_regression", "gradient_boosting"}
+    assert [s["site"] for s in report["sites"]] == [f"site-{i}" for i in range(SITES)]
+    html = (out / "report.html").read_text()
+    assert manifest["run_id"] in html and "http://" not in html and "https://" not in html
+    before = (out / "report.json").read_text()
+    assert cli_main(["report", str(out)]) == 0
+    assert (out / "report.json").read_text() == before  # anyone holding the run folder gets the same report
+    assert verify_output(out).ok  # and rebuilding it does not touch what the manifest signs
+
+
+def test_each_site_keeps_its_exact_scores_to_itself(run: dict[str, Path]) -> None:
+    run_id = json.loads((run["out"] / "manifest.json").read_text())["run_id"]
+    for i in range(SITES):
+        local = run["sites"] / f"site-{i}-received" / run_id / "site-evaluation.json"
+        scores = json.loads(local.read_text())
+        assert scores["holdout_rows"] > 0 and scores["utility"]["models"]  # TRTR lives here, at the site
+        assert (run["sites"] / f"site-{i}.ledger.json.holdout-key").is_file()
+    assert not list(run["out"].glob("site-evaluation.json"))
 
 
 def test_canary_values_never_leave_their_site(run: dict[str, Path]) -> None:

@@ -33,10 +33,14 @@ def test_solved_noise_reaches_the_target_at_the_last_round(
     # Recomputed with Opacus's accountant class directly, not through shared.accounting.
     accountant = RDPAccountant() if mechanism == "rdp" else PRVAccountant()
     accountant.history = [(plan.noise_multiplier, plan.sample_rate, rounds * steps), (plan.metric_noise_multiplier, 1.0, rounds)]
+    training = accountant.get_epsilon(delta=plan.delta)
+    # The evaluation release after the last round is part of the same budget.
+    assert plan.evaluation_releases() == [(10.0, 1.0, 1)]
+    accountant.history.append((plan.evaluate_noise_multiplier, 1.0, 1))
     spent = accountant.get_epsilon(delta=plan.delta)
     assert target - 0.01 <= spent <= target
-    assert planned_epsilon(plan) == pytest.approx(spent, rel=1e-9)
-    assert planned_epsilon(plan, rounds - 1) < spent
+    assert planned_epsilon(plan) == pytest.approx(training, rel=1e-9)
+    assert planned_epsilon(plan, rounds - 1) < training < spent
 
 
 def test_plan_survives_the_wire_and_is_described(small_schema: Path) -> None:
