@@ -298,7 +298,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--aim-seconds", type=float, default=900.0,
                         help="wall-clock cap on AIM's selection loop; the last round spends what is left")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads for CTGAN/TVAE")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: OpenMP spins on shared cores)")
     parser.add_argument("--skip-existing", action="store_true", help="keep runs already in OUT/baselines.json")
     return parser
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -101,9 +102,10 @@ def baseline_settings(args: argparse.Namespace) -> list[Setting]:
     for seed in args.seeds:
         for method in args.baselines:
             if method in ("tvae", "ctgan"):
-                settings.append(Setting(f"{method}-seed{seed}", method, None, "∞ (non-private)", seed))
+                settings.append(Setting(f"central-{method}-seed{seed}", method, None, "∞ (non-private)", seed))
             else:
-                settings += [Setting(f"{method}-eps{e:g}-seed{seed}", method, e, f"{e:g}", seed) for e in finite]
+                settings += [Setting(f"central-{method}-eps{e:g}-seed{seed}", method, e, f"{e:g}", seed)
+                             for e in finite]
     return settings
 
 
@@ -176,7 +178,7 @@ def run_baselines(settings: list[Setting], args: argparse.Namespace) -> dict[str
             code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
         done = {r["name"]: r for r in _read_runs(out / "baselines.json")}
         for s in mine:
-            run = done.get(s.name.rsplit("-seed", 1)[0])
+            run = done.get(s.name.removeprefix("central-").rsplit("-seed", 1)[0])  # baselines.py's run name
             if run is None:
                 records[s.name] = {"failed": f"baselines.py exit {code}; see {out / 'baselines.log'}"}
                 continue
@@ -269,6 +271,9 @@ def main() -> int:
     if args.quick:
         args = _quick(args)
     args.out.mkdir(parents=True, exist_ok=True)
+    # One OpenMP thread for scikit-learn: on shared cores, gradient boosting's spinning OpenMP workers took 185 s
+    # for a fit that takes 7 s on one thread.
+    threadpool_limits(limits=args.score_threads)
     ref = Reference.load(args.schema, args.train, args.test, seed=0)
     records: dict[str, dict[str, Any]] = {}
     settings: list[Setting] = []
@@ -333,6 +338,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--schema", type=Path, default=ROOT / "data" / "adult" / "schema.json")
     parser.add_argument("--train", type=Path, default=ROOT / "data" / "adult" / "adult_train.csv")
     parser.add_argument("--test", type=Path, default=ROOT / "data" / "adult" / "adult_test.csv")
+    parser.add_argument("--score-threads", type=int, default=1, help="BLAS/OpenMP threads while scoring")
     parser.add_argument("--skip-baselines", action="store_true")
     parser.add_argument("--skip-fedsynth", action="store_true")
     parser.add_argument("--resume", action="store_true", help="reuse finished runs in --out instead of re-training")

@@ -80,6 +80,10 @@ def train_round(
     criterion = DPLossFastGradientClipping(gsm, optimizer, generator.criterion().to(device), loss_reduction="mean")
     sampler = UniformWithReplacementSampler(num_samples=data.shape[0], sample_rate=plan.sample_rate, generator=rng)
 
+    # The generator's own randomness inside a step (the VAE's latent draws) comes from torch's global stream;
+    # seed it from the round's secret generator, so no public seed (the plan's, or torch's fixed default)
+    # lets anyone replay which draws went to which row.
+    torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=rng)))
     steps = 0
     # Opacus's ghost clipping hooks module outputs; torch warns about it on every step, to no one's benefit.
     warnings.filterwarnings("ignore", message="Full backward hook is firing")
@@ -91,6 +95,7 @@ def train_round(
                 generator.train_step(data[indices], model=gsm, criterion=criterion, optimizer=optimizer)
             else:
                 _noise_only_step(gsm, optimizer)
+                generator.after_empty_batch()
             steps += 1
     gsm._close()  # remove Opacus hooks so the bare module can be sampled and serialised
     expected = list(history) + [(noise, plan.sample_rate, plan.local_steps)]

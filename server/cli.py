@@ -138,7 +138,7 @@ def _verify_ledger(ledger: Ledger) -> int:
             if not entries:
                 continue
             last = entries[-1]
-            trusts = sorted({e.trust for e in entries})
+            trusts = sorted({e.trust for e in entries} - {"local"}) or ["local"]  # what the epsilon rests on
             line = (f"  {site} {level}-level: epsilon {last.epsilon:.4f} at delta {last.delta:g} "
                     f"({last.accountant}, {len(entries)} entries; rests on: {', '.join(trusts)})")
             if trusts != ["local"]:

@@ -108,6 +108,12 @@ class RunConfig:
                 "site-dp.mode='central' adds the noise at the server, which under secure-agg sees only the sum and "
                 "cannot clip each update: use site-dp.mode='distributed' with secure-agg"
             )
+        if self.generator == "gan" and self.record_noise == "shared":
+            raise ConfigError(
+                "train.generator='gan' cannot use dp.record-noise='shared': each site's discriminator is then only "
+                "partly noised and the sites' generators, trained against it, are not a function of the secure "
+                "sum; use dp.record-noise='local' with the GAN"
+            )
         if self.site_dp == "distributed" and self.record_noise == "shared":
             raise ConfigError(
                 "dp.record-noise='shared' cannot be combined with site-dp.mode='distributed': clipping a partly "

@@ -63,6 +63,11 @@ class DemoOptions:
             raise ConfigError(f"--sites must be >= 1, got {self.sites}")
         if self.secure_agg and self.sites < 2:
             raise ConfigError("--secure-agg needs --sites 2 or more: a sum over one site is that site's update")
+        if self.generator == "gan" and self.shared_noise:
+            raise ConfigError(
+                "--generator gan cannot use --shared-noise: each site's generator trains against a partly noised "
+                "discriminator, and only the secure sum is private; drop --shared-noise"
+            )
         if self.eval_noise < 0:
             raise ConfigError(f"--eval-noise must be >= 0 (0 = no federated evaluation), got {self.eval_noise}")
         if self.rounds < 1:

@@ -26,7 +26,7 @@ from shared.encoding import TableEncoder
 from shared.generator import TabularGenerator, state_hash
 from shared.ledger import Ledger
 from shared.manifest import write_signed_manifest
-from shared.plan import TrainingPlan
+from shared.plan import TRUST_LOCAL, TrainingPlan
 from shared.schema import Schema
 
 logger = logging.getLogger(__name__)
@@ -233,7 +233,9 @@ def _manifest(
 
 
 def _trusts(ledger: Ledger, level: str) -> list[str]:
-    return sorted({e.trust for e in ledger.entries if e.level == level})
+    """What the level's epsilon rests on: every trust its entries took, or ["local"] if none took any."""
+    trusts = {e.trust for e in ledger.entries if e.level == level} - {TRUST_LOCAL}
+    return sorted(trusts) or [TRUST_LOCAL]
 
 
 def _fallback(ledger: Ledger, level: str) -> dict[str, float | None]:

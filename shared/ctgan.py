@@ -17,10 +17,17 @@ Privacy argument, which the code below is shaped to keep:
 
 Unlike CTGAN, a share of rows (``unconditioned_share``) trains with an all-zero condition, so that ``sample``
 can draw rows from the joint distribution without the real category frequencies CTGAN samples conditions from.
+
+Limits of the argument: the generator is post-processing of the discriminator a site released *alone*. With
+shared record-level noise each site's discriminator is under-noised and only the secure sum is DP, and a sum
+of generators is no function of that sum: do not combine the two. And the generator steps run inside
+``train_step``, which the trainer skips for an empty Poisson batch, so their count follows the batches that
+were not empty (probability ``(1 - q) ** n`` each; negligible for large sites, not for tiny ones).
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -117,7 +124,7 @@ class DPCTGANGenerator(TabularGenerator):
 
     def __init__(
         self, blocks: tuple[OutputBlock, ...], dim: int, config: GANConfig, *, seed: int = 0,
-        condition_frequencies: Mapping[str, Mapping[int, float]] | None = None,
+        condition_frequencies: Mapping[str, Mapping[int, float]] | None = None, pair_seed: int | None = None,
     ) -> None:
         self.blocks, self.dim, self.config = blocks, dim, config
         numeric = {b.column for b in blocks if b.kind == "offset"}
@@ -132,9 +139,14 @@ class DPCTGANGenerator(TabularGenerator):
             # Holds no weights of its own that matter: the generator's steps run it on detached copies of the
             # discriminator's weights, so Opacus's hooks (which sit on the discriminator) never see them.
             self._critic = _mlp(dim + self.cond_dim, config.hidden, 1, nn.LeakyReLU(_LEAK)).requires_grad_(False)
-        # Separate streams: the pairs are part of the DP-SGD step, the generator's draws must not depend on it.
-        self._pair_rng = torch.Generator().manual_seed(seed + 1)
-        self._step_rng = torch.Generator().manual_seed(seed + 2)
+        # The coins of each real row's pair (its condition column, its fake's noise) are handed out in batch
+        # order, so removing a row shifts the coins of the rows after it. That costs nothing only while the coins
+        # are secret and fresh (then a shifted assignment has the same distribution); drawn from the public plan
+        # seed, an adversary could recompute them. Hence an OS seed unless a test fixes ``pair_seed``.
+        self._pair_rng = torch.Generator().manual_seed(secrets.randbits(63) if pair_seed is None else pair_seed)
+        # The generator's own steps are post-processing: public coins are fine, but a stream of their own, so
+        # that what they draw does not depend on how many coins the (private) batch sizes used up.
+        self._step_rng = torch.Generator().manual_seed(seed + 1)
         self._optimizer = self._new_optimizer()
 
     @property
@@ -154,6 +166,10 @@ class DPCTGANGenerator(TabularGenerator):
         loss = criterion(model(pairs), pairs)
         loss.backward()
         optimizer.step()
+        for _ in range(self.config.generator_steps):
+            self.generator_step()
+
+    def after_empty_batch(self) -> None:
         for _ in range(self.config.generator_steps):
             self.generator_step()
 

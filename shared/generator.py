@@ -37,6 +37,13 @@ class TabularGenerator(ABC):
     ) -> None:
         """One optimizer step on ``batch`` through the (possibly DP-wrapped) ``model`` and ``criterion``."""
 
+    def after_empty_batch(self) -> None:
+        """Called when a Poisson batch was empty and the DP step was pure noise.
+
+        A generator with steps of its own beside the DP step (the GAN) takes them here too, so that how many
+        of them it took cannot reveal how many batches were empty.
+        """
+
     @abstractmethod
     def sample(self, n: int, *, generator: torch.Generator) -> np.ndarray:
         """Draw ``n`` encoded rows (float32, the encoder's layout)."""

@@ -89,6 +89,8 @@ class TrainingPlan:
             (self.record_noise != "shared" or (self.local_steps == 1 and self.shared_batch_size >= 1),
              "shared record-level noise needs one local step per round and a public batch size"),
             (self.generator in GENERATORS, f"train.generator must be one of {GENERATORS}"),
+            (self.generator != "gan" or self.record_noise != "shared",
+             "the GAN cannot use shared record-level noise (its generators are not a function of the secure sum)"),
             (0 <= self.evaluate_holdout_fraction < 1, "evaluate.holdout-fraction must be in [0, 1)"),
             (self.evaluate_noise_multiplier == 0 or self.evaluate_holdout_fraction > 0,
              "federated evaluation needs a hold-out fraction > 0"),

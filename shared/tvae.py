@@ -90,9 +90,10 @@ class TVAEGenerator(TabularGenerator):
     name = "tvae"
 
     def __init__(self, blocks: tuple[OutputBlock, ...], dim: int, config: TVAEConfig, *, seed: int = 0) -> None:
-        torch.manual_seed(seed)  # identical initial weights at every site and at the server
         self.blocks, self.dim, self.config = blocks, dim, config
-        self._module = _VAE(dim, config)
+        with torch.random.fork_rng(devices=[]):  # seed the weights only, not the stream training draws from
+            torch.manual_seed(seed)  # identical initial weights at every site and at the server
+            self._module = _VAE(dim, config)
 
     @property
     def module(self) -> nn.Module:

@@ -95,7 +95,10 @@ def test_both_levels_are_ledgered_with_their_trust_and_recompute(run: dict[str, 
         for site in {e["site"] for e in entries}:
             record = [e for e in entries if e["site"] == site and e["level"] == "record"]
             site_level = [e for e in entries if e["site"] == site and e["level"] == "site"]
-            assert len(record) == ROUNDS and len(site_level) == (ROUNDS if _mode(run) == "site-dp" else 0)
+            # Training rounds, then the evaluation release, which the site noises fully itself.
+            assert [e["round"] for e in record] == [*range(1, ROUNDS + 1), ROUNDS + 1]
+            assert len(site_level) == (ROUNDS if _mode(run) == "site-dp" else 0)
+            *record, evaluation = record
             accountant = PRVAccountant()
             for entry in record:
                 assert entry["noise_multiplier"] == plan["noise_multiplier"]
@@ -109,6 +112,10 @@ def test_both_levels_are_ledgered_with_their_trust_and_recompute(run: dict[str, 
                 accountant.history.append((entry["noise_multiplier"], entry["sample_rate"], entry["steps"]))
                 accountant.history += [(r["noise_multiplier"], r["sample_rate"], r["steps"]) for r in entry["extra_releases"]]
                 assert entry["epsilon"] == pytest.approx(accountant.get_epsilon(delta=entry["delta"]), rel=1e-6)
+            assert evaluation["trust"] == "local" and evaluation["noise_multiplier"] == plan["evaluate_noise_multiplier"]
+            accountant.history.append((evaluation["noise_multiplier"], 1.0, 1))
+            assert evaluation["epsilon"] == pytest.approx(accountant.get_epsilon(delta=evaluation["delta"]), rel=1e-6)
+            assert evaluation["epsilon"] <= 2.0
             for k, entry in enumerate(site_level, start=1):
                 assert entry["trust"] == "secure-aggregation" and entry["sample_rate"] == 1.0
                 exact = _exact_gaussian_epsilon(entry["noise_multiplier"], k, entry["delta"])
