@@ -34,6 +34,7 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.neighbors import NearestNeighbors
 from sklearn.pipeline import make_pipeline
+from threadpoolctl import threadpool_limits
 
 from shared.encoding import column_bins
 from shared.evaluation.frames import MISSING, categories, labels, numeric, public_space, subsample
@@ -217,6 +218,16 @@ def site_counts(
     *, seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """The exact counts of every family (still private: ``add_noise`` before anything leaves the site)."""
+    # One thread: gradient boosting's OpenMP workers spin against any other busy process (a simulated
+    # site beside it), which made one fit 40x slower on two cores.
+    with threadpool_limits(1):
+        return _site_counts(layout, schema, synthetic, train, holdout, seed)
+
+
+def _site_counts(
+    layout: EvaluationLayout, schema: Schema, synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame,
+    seed: int,
+) -> dict[str, np.ndarray]:
     counts: dict[str, np.ndarray] = {}
     assigned = {c.name: c.assign(holdout, schema.column(c.name)) for c in layout.columns}
     shapes = layout.families()
@@ -329,7 +340,11 @@ def table_counts(layout: EvaluationLayout, schema: Schema, synthetic: pd.DataFra
 
 
 def _scores(noisy: Mapping[str, np.ndarray], syn: Mapping[str, np.ndarray], layout: EvaluationLayout) -> dict[str, Any]:
-    counts = {k: np.clip(v, 0.0, None) for k, v in noisy.items()}  # a count below zero is noise
+    # Shares and Cramér's V need counts >= 0 (below zero is noise); AUC, accuracy, F1 and the distance scores
+    # are sums of products of counts from different cells, whose independent noise averages out, so they use
+    # the raw noisy counts: clipping would add mass to every sparse cell and pull each AUC toward 0.5.
+    raw = {k: np.asarray(v, dtype=np.float64) for k, v in noisy.items()}
+    counts = {k: np.clip(v, 0.0, None) for k, v in raw.items()}
     marginals = {}
     for levels in layout.columns:
         real, fake = _shares(counts[f"marginal:{levels.name}"]), _shares(syn[f"marginal:{levels.name}"])
@@ -353,16 +368,16 @@ def _scores(noisy: Mapping[str, np.ndarray], syn: Mapping[str, np.ndarray], layo
             for a, b in layout.pairs
         }
     if layout.target is not None:
-        out["utility"] = {model: _binary_scores(counts[f"tstr:{model}"]) for model in layout.models}
+        out["utility"] = {model: _binary_scores(raw[f"tstr:{model}"]) for model in layout.models}
         out["bias"] = {
             name: {
                 group: {"real_share": float(counts[f"bias:{name}"][g].sum() / max(counts[f"bias:{name}"].sum(), 1.0)),
-                        "tstr_auc": _binary_scores(counts[f"bias:{name}"][g])["auc"]}
+                        "tstr_auc": _binary_scores(raw[f"bias:{name}"][g])["auc"]}
                 for g, group in enumerate(layout.level(name).labels)
             }
             for name in layout.sensitive
         }
-    out["privacy"] = _distance_scores(counts["dcr:train"], counts["dcr:holdout"])
+    out["privacy"] = _distance_scores(raw["dcr:train"], raw["dcr:holdout"])
     return out
 
 
@@ -388,14 +403,19 @@ def _binary_scores(table: np.ndarray) -> dict[str, float | None]:
     if n_neg <= 0 or n_pos <= 0:
         return {"auc": None, "accuracy": None, "f1": None}
     below = np.concatenate([[0.0], np.cumsum(neg)[:-1]])
-    auc = float((pos * (below + 0.5 * neg)).sum() / (n_pos * n_neg))
+    auc = _unit((pos * (below + 0.5 * neg)).sum() / (n_pos * n_neg))
     half = table.shape[1] // 2
     tp, fn = pos[half:].sum(), pos[:half].sum()
     fp, tn = neg[half:].sum(), neg[:half].sum()
-    accuracy = float((tp + tn) / (n_pos + n_neg))
-    f1_pos = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn > 0 else 0.0
-    f1_neg = 2 * tn / (2 * tn + fn + fp) if tn + fn + fp > 0 else 0.0
-    return {"auc": auc, "accuracy": accuracy, "f1": float((f1_pos + f1_neg) / 2)}
+    accuracy = _unit((tp + tn) / (n_pos + n_neg))
+    f1_pos = 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn > 0 else 0.0
+    f1_neg = 2 * tn / (2 * tn + fn + fp) if 2 * tn + fn + fp > 0 else 0.0
+    return {"auc": auc, "accuracy": accuracy, "f1": _unit((f1_pos + f1_neg) / 2)}
+
+
+def _unit(value: float) -> float:
+    """A score from noisy counts, kept in [0, 1] (post-processing)."""
+    return float(min(max(value, 0.0), 1.0))
 
 
 def _distance_scores(train: np.ndarray, holdout: np.ndarray) -> dict[str, float | None]:
@@ -406,13 +426,13 @@ def _distance_scores(train: np.ndarray, holdout: np.ndarray) -> dict[str, float 
                 "exact_copy_rate_holdout": None}
     # Member scores higher when closer: P(d_train < d_holdout) + half the ties (same bin).
     above = np.concatenate([np.cumsum(holdout[::-1])[::-1][1:], [0.0]])  # holdout rows in farther bins
-    closer = float((train * above).sum() / (n_t * n_h))
-    ties = float((train * holdout).sum() / (n_t * n_h))
+    closer = _unit((train * above).sum() / (n_t * n_h))
+    ties = _unit((train * holdout).sum() / (n_t * n_h))
     return {
-        "membership_auc": closer + 0.5 * ties,
-        "train_closer_share": closer / (1.0 - ties) if ties < 1.0 else 0.5,
-        "exact_copy_rate": float(train[0] / n_t),
-        "exact_copy_rate_holdout": float(holdout[0] / n_h),
+        "membership_auc": _unit(closer + 0.5 * ties),
+        "train_closer_share": _unit(closer / (1.0 - ties)) if ties < 1.0 else 0.5,
+        "exact_copy_rate": _unit(train[0] / n_t),
+        "exact_copy_rate_holdout": _unit(holdout[0] / n_h),
     }
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from shared.atomic import atomic_write_json
 from shared.errors import ConfigError, DataValidationError
@@ -80,6 +81,13 @@ def evaluate(
     for frame, role in ((synthetic, "synthetic"), (train_real, "real training"), (holdout_real, "real holdout")):
         check_columns(frame, schema, role)
     synthetic, train_real, holdout_real = (f.reset_index(drop=True) for f in (synthetic, train_real, holdout_real))
+    with threadpool_limits(1):  # as in utility: no OpenMP workers spinning against a busy neighbour
+        return _evaluate(synthetic, train_real, holdout_real, schema, seed)
+
+
+def _evaluate(
+    synthetic: pd.DataFrame, train_real: pd.DataFrame, holdout_real: pd.DataFrame, schema: Schema, seed: int
+) -> EvaluationReport:
     utility_report, predictions = utility(synthetic, train_real, holdout_real, schema, seed=seed)
     return EvaluationReport(
         schema=schema.name,

@@ -20,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from threadpoolctl import threadpool_limits
 
 from shared.evaluation.frames import MISSING, categories, labels, numeric
 from shared.schema import Schema
@@ -132,8 +133,11 @@ def _fit_score(
     if len(np.unique(y[keep])) < 2:
         return None, None, f"the {side} table has fewer than two target classes; no model can be trained"
     pipeline = make_pipeline(_preprocessor(schema), clone(model))
-    pipeline.fit(_features(train[keep], schema), y[keep])
-    fitted = pipeline.predict_proba(x_test)
+    # One thread: gradient boosting's OpenMP workers spin against any other busy process, which made one fit
+    # 40x slower on a shared two-core machine (and one thread is deterministic).
+    with threadpool_limits(1):
+        pipeline.fit(_features(train[keep], schema), y[keep])
+        fitted = pipeline.predict_proba(x_test)
     # Align to the public class order; a class the training side never saw gets probability 0.
     proba = np.zeros((len(x_test), len(classes)))
     for j, label in enumerate(pipeline.classes_):
