@@ -220,6 +220,10 @@ def _federate(options: AuditOptions, out: Path, *, synthetic_rows: int) -> None:
             config = demo_run_config(
                 options.demo_options(run_dir), run_dir, run_dir / "sites", synthetic_rows=synthetic_rows
             )
+            # Every canary must be trained on when included: no hold-out, so no evaluation release either.
+            config.update({"evaluate.noise-multiplier": 0.0, "evaluate.holdout-fraction": 0.0})
+            config.pop("report.reference-train", None)
+            config.pop("report.reference-holdout", None)
             with open(out / f"{name}.log", "w", encoding="utf-8") as log:
                 run_app(APP_DIR, num_sites=options.sites, run_config=config, env=env, log=log)
             missing = [f for f in _RUN_OUTPUTS if not (run_dir / f).is_file()]

@@ -20,7 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run a simulated federation on a bundled (or your) table")
     demo.add_argument("--out", type=Path, default=Path("fedsynth-demo"))
     demo.add_argument("--sites", type=int, default=3)
-    demo.add_argument("--rounds", type=int, default=30)
+    demo.add_argument("--rounds", type=int, default=None, help="rounds (default 30; 60 with --generator gan)")
     demo.add_argument("--epsilon", type=float, default=3.0, help="record-level target epsilon per site")
     demo.add_argument("--delta", type=float, default=1e-5)
     demo.add_argument("--split", choices=("iid", "non-iid"), default="iid")
@@ -29,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rows", type=int, default=None, help="synthetic rows (default: as many as the input)")
     demo.add_argument("--data", type=Path, default=None, help="a CSV table (needs --schema)")
     demo.add_argument("--schema", type=Path, default=None, help="the table's schema.json")
-    demo.add_argument("--local-steps", type=int, default=None, help="DP-SGD steps per site and round")
+    demo.add_argument("--local-steps", type=int, default=None,
+                      help="DP-SGD steps per site and round (default 10; 20 with --generator gan)")
     demo.add_argument("--force", action="store_true", help="replace an earlier run in --out")
     demo.add_argument("--site-dp", action="store_true",
                       help="add site-level DP (DP-FedAvg): central, or distributed with --secure-agg")
@@ -95,12 +96,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
-        from server.demo import BUNDLED_DATA, BUNDLED_SCHEMA, DemoOptions, run_demo
+        from server.demo import BUNDLED_DATA, BUNDLED_SCHEMA, GENERATOR_PROFILES, DemoOptions, run_demo
 
         if (args.data is None) != (args.schema is None) and args.data is not None:
             raise FedsynthError("--data needs --schema (the table's public schema)")
         options = DemoOptions(
-            out=args.out, sites=args.sites, rounds=args.rounds, epsilon=args.epsilon, delta=args.delta,
+            out=args.out, sites=args.sites, rounds=args.rounds or GENERATOR_PROFILES[args.generator].rounds,
+            epsilon=args.epsilon, delta=args.delta,
             split=args.split, seed=args.seed, rows=args.rows, data=args.data or BUNDLED_DATA,
             schema=args.schema or BUNDLED_SCHEMA, split_by=args.split_by, local_steps=args.local_steps,
             force=args.force, site_dp=args.site_dp, secure_agg=args.secure_agg, shared_noise=args.shared_noise,
