@@ -246,7 +246,9 @@ def _utility(
         "models": models,
         "source": "models trained on the synthetic table, scored on every site's hold-out rows through noisy "
                   "histograms of their predicted probabilities",
-        "note": None if trtr else "TRTR (train on real) is not part of a federated release: a model trained on a "
+        "note": ("TRTR comes from the reference section (a model trained on the central reference table and "
+                 "tested on its hold-out), so the ratio compares scores on different real rows."
+                 ) if trtr else "TRTR (train on real) is not part of a federated release: a model trained on a "
                                   "site's rows has no bounded sensitivity. Each site keeps its exact TRTR in its "
                                   "local site-evaluation.json.",
     }
