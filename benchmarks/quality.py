@@ -165,10 +165,10 @@ def run_baselines(settings: list[Setting], args: argparse.Namespace) -> dict[str
     for seed in sorted({s.seed for s in settings}):
         mine = [s for s in settings if s.seed == seed]
         out = args.out / "baselines" / f"seed{seed}"
+        epsilons = sorted({f"{s.epsilon:g}" for s in mine if s.epsilon is not None}, key=float)
         command = [str(args.bench_python), str(ROOT / "benchmarks" / "baselines.py"), "--out", str(out),
                    "--methods", *sorted({s.system for s in mine}, key=args.baselines.index), "--seed", str(seed),
-                   "--epsilons", *sorted({f"{s.epsilon:g}" for s in mine if s.epsilon is not None}, key=float),
-                   "--tvae-epochs", str(args.tvae_epochs), "--ctgan-epochs", str(args.ctgan_epochs),
+                   *(["--epsilons", *epsilons] if epsilons else []), "--tvae-epochs", str(args.tvae_epochs), "--ctgan-epochs", str(args.ctgan_epochs),
                    "--aim-seconds", str(args.aim_seconds), *(["--rows", str(args.rows)] if args.rows else []),
                    *(["--aim-rounds", str(args.aim_rounds)] if args.aim_rounds else []),
                    *(["--skip-existing"] if args.resume else [])]
@@ -329,8 +329,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rows", type=int, default=None, help="synthetic rows (default: as many as adult_train)")
     parser.add_argument("--demo-args", nargs=argparse.REMAINDER, default=[],
                         help="extra `fedsynth demo` arguments for every run (last option; takes the rest)")
-    parser.add_argument("--tvae-epochs", type=int, default=100)
-    parser.add_argument("--ctgan-epochs", type=int, default=30)
+    parser.add_argument("--tvae-epochs", type=int, default=300, help="the package default; ~0.6 s an epoch")
+    parser.add_argument("--ctgan-epochs", type=int, default=150, help="300 is the package default; ~4-6 s an epoch")
     parser.add_argument("--aim-seconds", type=float, default=900.0, help="AIM's wall-clock cap (see baselines.py)")
     parser.add_argument("--aim-rounds", type=int, default=None, help="AIM's round budget (default 16 x columns)")
     parser.add_argument("--bench-python", type=Path, default=ROOT / ".venv-bench" / "bin" / "python")
