@@ -249,27 +249,13 @@ class DPCTGANGenerator(TabularGenerator):
             )
         return rows.numpy().astype(np.float32)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """CPU copies of both networks' parameters ("discriminator.*", "generator.*"); no optimizer state."""
-        return {k: v.detach().cpu().clone() for k, v in self._nets.state_dict().items()}
+    @property
+    def weights(self) -> nn.Module:
+        """Both networks ("discriminator.*", "generator.*"): the federation averages the pair; no optimizer state."""
+        return self._nets
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor | np.ndarray]) -> None:
-        """Load both networks, refusing a state whose names, shapes or values do not fit this architecture."""
-        own = self._nets.state_dict()
-        if set(state) != set(own):
-            missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-            raise ValueError(f"generator state does not match the architecture: missing {missing}, unexpected {extra}")
-        tensors = {}
-        for key, value in state.items():
-            tensor = torch.as_tensor(np.asarray(value)) if isinstance(value, np.ndarray) else value
-            if tuple(tensor.shape) != tuple(own[key].shape):
-                raise ValueError(
-                    f"generator parameter {key!r} has shape {tuple(tensor.shape)}, expected {tuple(own[key].shape)}"
-                )
-            if not torch.isfinite(tensor).all():
-                raise ValueError(f"generator parameter {key!r} contains non-finite values")
-            tensors[key] = tensor.to(own[key].dtype)
-        self._nets.load_state_dict(tensors)
+        super().load_state_dict(state)
         self._optimizer = self._new_optimizer()  # Adam's moments belonged to the weights just replaced
 
     # -- internals ---------------------------------------------------------------------------------------

@@ -63,13 +63,18 @@ class TabularGenerator(ABC):
             losses: torch.Tensor = criterion(self.module(data), data)
         return losses
 
+    @property
+    def weights(self) -> nn.Module:
+        """Everything the federation averages; the DP-trained module unless a generator has more (the GAN)."""
+        return self.module
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """CPU copies of the parameters, safe to serialise."""
-        return {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
+        return {k: v.detach().cpu().clone() for k, v in self.weights.state_dict().items()}
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor | np.ndarray]) -> None:
         """Load parameters, refusing a state whose names or shapes do not match this architecture."""
-        own = self.module.state_dict()
+        own = self.weights.state_dict()
         if set(state) != set(own):
             missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
             raise ValueError(f"generator state does not match the architecture: missing {missing}, unexpected {extra}")
@@ -83,7 +88,7 @@ class TabularGenerator(ABC):
             if not torch.isfinite(tensor).all():
                 raise ValueError(f"generator parameter {key!r} contains non-finite values")
             tensors[key] = tensor.to(own[key].dtype)
-        self.module.load_state_dict(tensors)
+        self.weights.load_state_dict(tensors)
 
 
 def state_hash(state: Mapping[str, torch.Tensor | np.ndarray]) -> str:
