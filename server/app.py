@@ -5,14 +5,19 @@ Thin on purpose: each step lives in the module named for it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+from contextlib import AbstractContextManager, nullcontext
 
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from server.checkpoint import Checkpointer
 from server.config import RunConfig
+from server.console.config import ConsoleConfig
+from server.console.monitor import RunMonitor
+from server.console.server import ConsoleServer
 from server.consortium import ConsortiumLedger, NoSiteTrained
 from server.delivery import deliver
 from server.plan import describe_plan, make_plan
@@ -21,12 +26,13 @@ from server.evaluation import evaluate_sites
 from server.publish import publish, sample_table
 from server.report import write_report
 from server.secure_round import SecureRounds
-from server.strategy import LedgeredFedAdam
+from server.strategy import LedgeredFedAdam, StopRequested
 from server.summary import summarize
 from shared.atomic import atomic_write_text
+from shared.console.v1 import console_pb2 as pb
 from shared.encoding import TableEncoder
 from shared.logs import configure_logging
-from shared.manifest import load_or_create_signing_key
+from shared.manifest import MANIFEST_NAME, load_or_create_signing_key
 from shared.schema import Schema, load_schema
 from shared.synthesizers import build_generator
 
@@ -38,6 +44,23 @@ logger = logging.getLogger(__name__)
 def main(grid: Grid, context: Context) -> None:
     configure_logging()
     config = RunConfig.from_run_config(dict(context.run_config))
+    monitor = RunMonitor(config.out_dir)
+    with _console(config.console, monitor):
+        try:
+            _run(grid, context, config, monitor)
+        except BaseException as exc:
+            monitor.ended(pb.RUN_STATUS_FAILED, f"{type(exc).__name__}: {exc}"[:500])
+            raise
+
+
+def _console(config: ConsoleConfig | None, monitor: RunMonitor) -> AbstractContextManager[object]:
+    """The live console for the whole run (started before planning, so a bad address fails at once)."""
+    if config is None:
+        return nullcontext()
+    return ConsoleServer(monitor, address=config.address, tokens=config.tokens, tls=config.tls, insecure=config.insecure)
+
+
+def _run(grid: Grid, context: Context, config: RunConfig, monitor: RunMonitor) -> None:
     schema = load_schema(config.schema_path)
     encoder = TableEncoder.from_schema(schema)
     # Fail before training, not after, if the key cannot be made or sits inside the output.
@@ -47,22 +70,29 @@ def main(grid: Grid, context: Context) -> None:
     atomic_write_text(config.out_dir / "plan.json", plan.to_json() + "\n")
     logger.info("plan\n%s", describe_plan(plan))
 
-    ledger = ConsortiumLedger(config.out_dir / "ledger.json", plan)
+    ledger = ConsortiumLedger(config.out_dir / "ledger.json", plan, on_progress=monitor.round_finished)
+    monitor.spent_from(lambda: {"record": ledger.spent(), "site": ledger.site_level_spent()})
+    monitor.started(plan, dict(context.run_config), min_sites=config.min_sites)
     frequencies: dict[str, dict[str, float]] = {}
     if plan.preprocess_noise_multiplier > 0:
+        monitor.phase(pb.RUN_STATUS_PREPROCESSING, "sites release noisy histograms (paid, once)")
         estimates = estimate(grid, plan, schema, ledger, config.min_sites)
         plan, frequencies = estimates.plan, estimates.class_frequencies
         ledger.plan = plan
         schema = Schema.from_dict(json.loads(plan.schema_json))
         encoder = TableEncoder.from_schema(schema)
         atomic_write_text(config.out_dir / "plan.json", plan.to_json() + "\n")
+        monitor.plan_changed(plan)
     generator = build_generator(plan, encoder)
     checkpointer = Checkpointer(config.out_dir / "checkpoint", plan, ledger)
     secure_sum = SecureRounds(plan) if plan.secure_agg else None
     strategy = LedgeredFedAdam(
         on_round=ledger.record_round, plan=plan, secure_sum=secure_sum, fraction_evaluate=0.0,
         min_train_nodes=config.min_sites, min_available_nodes=config.min_sites, eta=config.server_lr, eta_l=plan.lr,
+        observer=monitor,
     )
+    monitor.phase(pb.RUN_STATUS_TRAINING)
+    stopped = ""
     try:
         result = strategy.start(
             grid=grid, initial_arrays=ArrayRecord(generator.state_dict()), num_rounds=plan.rounds,
@@ -75,12 +105,22 @@ def main(grid: Grid, context: Context) -> None:
             raise
         final, rounds_done = checkpointer.last_arrays, checkpointer.last_round
         logger.warning("publishing the generator of round %d, the last completed round", rounds_done)
+    except StopRequested as stop:
+        logger.warning("%s", stop)
+        stopped = str(stop)
+        if monitor.skip_publish or checkpointer.last_arrays is None or checkpointer.last_round < 1:
+            monitor.ended(pb.RUN_STATUS_STOPPED, f"{stop}; nothing published")
+            return
+        final, rounds_done = checkpointer.last_arrays, checkpointer.last_round
 
     generator.load_state_dict(final.to_torch_state_dict())
+    monitor.phase(pb.RUN_STATUS_SAMPLING)
     table = sample_table(generator, encoder, config.synthetic_rows, plan.seed, frequencies)
     evaluation = None
     if plan.evaluate_noise_multiplier > 0:
+        monitor.phase(pb.RUN_STATUS_EVALUATING, "sites release noisy score histograms on their hold-out (paid)")
         evaluation = evaluate_sites(grid, strategy.participants, plan, ledger, table, schema)
+    monitor.phase(pb.RUN_STATUS_PUBLISHING)
     publication = publish(
         config.out_dir, table=table, generator=generator, schema=schema, plan=plan, ledger=ledger.ledger,
         rounds_completed=rounds_done, key=key, class_frequencies=frequencies, evaluation=evaluation,
@@ -88,3 +128,7 @@ def main(grid: Grid, context: Context) -> None:
     write_report(config.out_dir, reference=config.reference)
     receipts = deliver(grid, strategy.participants, publication, key)
     logger.info("summary\n%s", summarize(publication, plan, receipts))
+    digest = hashlib.sha256((config.out_dir / MANIFEST_NAME).read_bytes()).hexdigest()
+    detail = f"published {len(table)} synthetic rows after {rounds_done} of {plan.rounds} rounds"
+    monitor.ended(pb.RUN_STATUS_STOPPED if stopped else pb.RUN_STATUS_FINISHED,
+                  f"{stopped}; {detail}" if stopped else detail, manifest_sha256=digest)

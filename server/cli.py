@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from server import audit_cli
+from server import audit_cli, console_cli
 from shared.errors import FedsynthError
 from shared.ledger import LEVELS, Ledger
 
@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--public-key", type=Path, default=None, help="pin the signer's key (raw or PEM)")
 
     audit_cli.add_parser(sub)
+    console_cli.add_parsers(sub)
 
     evaluate = sub.add_parser("evaluate", help="score a synthetic table against real rows (aggregates only)")
     evaluate.add_argument("--synthetic", type=Path, required=True)
@@ -121,6 +122,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _verify(args.dir, args.public_key)
     if args.command == "audit":
         return audit_cli.run(args)
+    if args.command in ("console", "certs"):
+        return console_cli.run(args)
     if args.command == "evaluate":
         return _evaluate(args)
     if args.command == "ledger":

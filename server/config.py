@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from server.console.config import ConsoleConfig
 from shared.accounting import ACCOUNTANTS
 from shared.errors import ConfigError
 from shared.plan import GENERATORS, RECORD_NOISE_MODES, SITE_DP_MODES
@@ -57,6 +58,8 @@ class RunConfig:
     generator: str = "tvae"
     # A central reference table (training part, hold-out part) for the report; only for public data.
     reference: tuple[Path, Path] | None = None
+    # The live console (server.console); None = none.
+    console: ConsoleConfig | None = None
 
     def __post_init__(self) -> None:
         rules: list[tuple[bool, str, object]] = [
@@ -171,6 +174,7 @@ class RunConfig:
             evaluate_pairs=_flag(_get(rc, "evaluate.pairs", False), "evaluate.pairs"),
             generator=str(_get(rc, "train.generator", "tvae")),
             reference=_reference(rc),
+            console=ConsoleConfig.from_run_config(rc),
         )
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 
-from server.strategy import SiteReport
+from server.round_outcome import RoundOutcome, SiteReport
 from shared.accounting import HistoryEntry, epsilon
 from shared.atomic import atomic_write_text
 from shared.errors import FedsynthError
@@ -31,13 +32,17 @@ class NoSiteTrained(FedsynthError):
 class ConsortiumLedger:
     """Appends one entry per site and round to ``ledger.json`` (atomic, before the round's model is used)."""
 
-    def __init__(self, path: Path, plan: TrainingPlan) -> None:
+    def __init__(
+        self, path: Path, plan: TrainingPlan, on_progress: Callable[[dict[str, object]], None] | None = None
+    ) -> None:
         self.path, self.plan = path, plan
         self.ledger = Ledger.load(path)
         self.rounds: list[dict[str, object]] = []  # per round: who took part and their noisy losses (rounds.json)
+        # Told each round's rounds.json record once it is on disk (the console's round-finished event).
+        self.on_progress = on_progress
 
-    def record_round(self, server_round: int, reports: list[SiteReport]) -> None:
-        plan = self.plan
+    def record_round(self, outcome: RoundOutcome) -> None:
+        plan, server_round, reports = self.plan, outcome.round, outcome.reports
         main, metric = plan.round_releases()
         extra = tuple(Release(*named) for named in plan.named_round_releases()[1:])
         for report in sorted(reports, key=lambda r: r.site):
@@ -46,7 +51,7 @@ class ConsortiumLedger:
             self._record_level(server_round, report, main, metric, extra)
             if plan.site_dp != "off":
                 self._site_level(server_round, report)
-        self._progress(server_round, reports)
+        self._progress(outcome)
         if not reports:
             raise NoSiteTrained(
                 f"round {server_round}: no site returned a usable update (see the warnings above); stopping"
@@ -113,19 +118,37 @@ class ConsortiumLedger:
     def spent(self) -> dict[str, float]:
         return {site: self.ledger.spent(site, "record") for site in self.ledger.sites()}
 
-    def _progress(self, server_round: int, reports: list[SiteReport]) -> None:
+    def _progress(self, outcome: RoundOutcome) -> None:
+        server_round, reports = outcome.round, outcome.reports
         spent = self.spent()
         sites = ", ".join(sorted(r.site for r in reports)) or "none"
         loss = sum(r.noisy_loss for r in reports) / len(reports) if reports else float("nan")
         top = max(spent.values(), default=0.0)
-        self.rounds.append({
+        record: dict[str, object] = {
             "round": server_round,
             "noisy_loss": {r.site: r.noisy_loss for r in sorted(reports, key=lambda r: r.site)},
             "epsilon": spent,
-        })
+            "started_at": round(outcome.started_at, 3),
+            "duration_s": round(outcome.duration_seconds, 3),
+            # What the server saw of each sampled node: the same for any Flower server, no site's data.
+            "sites": {
+                o.site: {"node_id": o.node_id, "status": o.status, "reply_s": _rounded(o.reply_seconds), "reason": o.reason}
+                for o in sorted(outcome.sites, key=lambda o: o.site)
+            },
+            "trust": {r.site: r.trust for r in reports},
+        }
+        if self.plan.site_dp != "off":
+            record["site_epsilon"] = self.site_level_spent()
+        self.rounds.append(record)
         # Written each round, so a coordinator (and a crash) keeps the curve so far; the losses are DP releases.
         atomic_write_text(self.path.with_name(ROUNDS_FILE), json.dumps({"rounds": self.rounds}, indent=1) + "\n")
+        if self.on_progress is not None:
+            self.on_progress(record)
         logger.info(
             "round %d/%d | sites: %s | noisy loss %.3f | epsilon spent %.3f of %.3f (max over sites)",
             server_round, self.plan.rounds, sites, loss, top, self.plan.target_epsilon,
         )
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)

@@ -20,8 +20,8 @@ FedAdam's own ``aggregate_train`` calls it where it would call FedAvg's.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Protocol, cast
 
 import numpy as np
@@ -30,6 +30,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAdam, FedAvg
 from flwr.serverapp.strategy.fedopt import FedOpt
 
+from server.round_outcome import DROPPED, FAILED, REFUSED, UPDATED, RoundOutcome, SiteOutcome, SiteReport, node_name
+from shared.errors import FedsynthError
 from shared.plan import TrainingPlan
 
 logger = logging.getLogger(__name__)
@@ -40,17 +42,18 @@ _REQUIRED_METRICS = (WEIGHT_KEY, "noisy-loss", "epsilon-run", "epsilon-total", "
 ALLOWED_METRICS = frozenset(_REQUIRED_METRICS)
 
 
-@dataclass(frozen=True)
-class SiteReport:
-    """What a site said about its round: all of it either public plan arithmetic or DP-noised."""
+class StopRequested(FedsynthError):
+    """The coordinator asked the run to stop (console StopRun); raised before the next round starts."""
 
-    node_id: int
-    site: str
-    noisy_loss: float
-    epsilon_run: float
-    epsilon_total: float
-    steps: int
-    trust: str = "local"
+
+class RoundObserver(Protocol):
+    """Who watches the rounds (server.console.monitor.RunMonitor): told when one starts, asked whether to stop."""
+
+    def round_started(self, server_round: int, sites: list[str]) -> None:
+        """The round's train messages are about to go to these sites."""
+
+    def stop_reason(self) -> str | None:
+        """Why training must stop before the next round, or None to go on."""
 
 
 class SecureSum(Protocol):
@@ -104,20 +107,30 @@ class LedgeredFedAdam(FedAdam, _Averaging):
     def __init__(
         self,
         *,
-        on_round: Callable[[int, list[SiteReport]], None],
+        on_round: Callable[[RoundOutcome], None],
         plan: TrainingPlan | None = None,
         secure_sum: SecureSum | None = None,
+        observer: RoundObserver | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(weighted_by_key=WEIGHT_KEY, **kwargs)  # type: ignore[arg-type]
         self._on_round = on_round
         self.participants: dict[int, str] = {}
-        self.plan, self.secure_sum = plan, secure_sum
+        self.plan, self.secure_sum, self.observer = plan, secure_sum, observer
+        self._started_at = time.time()
+        self._sampled: list[int] = []
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        reason = self.observer.stop_reason() if self.observer is not None else None
+        if reason is not None:
+            raise StopRequested(f"stopped before round {server_round}: {reason}")
+        self._started_at = time.time()
         messages = list(super().configure_train(server_round, arrays, config, grid))
+        self._sampled = [msg.metadata.dst_node_id for msg in messages]
+        if self.observer is not None:
+            self.observer.round_started(server_round, [self._name(node) for node in self._sampled])
         if self.secure_sum is None:
             return messages
         self.grid = grid
@@ -126,24 +139,43 @@ class LedgeredFedAdam(FedAdam, _Averaging):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        finished_at = time.time()
         accepted: list[Message] = []
         reports: list[SiteReport] = []
+        outcomes: list[SiteOutcome] = []
         for msg in replies:
+            node = msg.metadata.src_node_id
+            replied = min(max(msg.metadata.created_at - self._started_at, 0.0), finished_at - self._started_at)
             if msg.has_error():
-                logger.warning("round %d: node %d failed: %s", server_round, msg.metadata.src_node_id, msg.error.reason)
+                logger.warning("round %d: node %d failed: %s", server_round, node, msg.error.reason)
+                outcomes.append(SiteOutcome(node, self._name(node), FAILED, replied, str(msg.error.reason or "")))
                 continue
             problem = self._problem(msg)
             if problem:
-                logger.warning("round %d: update from node %d refused: %s", server_round, msg.metadata.src_node_id, problem)
+                logger.warning("round %d: update from node %d refused: %s", server_round, node, problem)
+                outcomes.append(SiteOutcome(node, self._reply_name(msg), REFUSED, replied, problem))
                 continue
             accepted.append(msg)
             reports.append(_report(msg))
+            outcomes.append(SiteOutcome(node, reports[-1].site, UPDATED, replied))
         for report in reports:
             self.participants[report.node_id] = report.site
-        self._on_round(server_round, reports)
+        answered = {outcome.node_id for outcome in outcomes}
+        outcomes += [SiteOutcome(node, self._name(node), DROPPED, None, "no reply before the round closed")
+                     for node in self._sampled if node not in answered]
+        self._on_round(RoundOutcome(server_round, self._started_at, finished_at, reports, outcomes))
         if not accepted:
             return None, None
         return super().aggregate_train(server_round, accepted)
+
+    def _name(self, node: int) -> str:
+        return self.participants.get(node, node_name(node))
+
+    def _reply_name(self, msg: Message) -> str:
+        """The site name a refused reply gives, if it gives one that is a plain string."""
+        site = msg.content.config_records.get("site")
+        name = site.get("site") if site is not None else None
+        return name if isinstance(name, str) and 0 < len(name) <= 64 else self._name(msg.metadata.src_node_id)
 
     def _problem(self, msg: Message) -> str | None:
         """Why a reply cannot be averaged, or None. Never echoes array contents."""

@@ -177,6 +177,19 @@ class TrainingPlan:
             values[field.name] = config[key]
         return cls(**values)
 
+    @classmethod
+    def from_json(cls, text: str) -> TrainingPlan:
+        """Inverse of ``to_json`` (plan.json); unknown or missing keys are a ConfigError."""
+        body = json.loads(text)
+        names = {f.name for f in fields(cls)}
+        if not isinstance(body, dict) or set(body) - names:
+            raise ConfigError(f"plan.json has keys this version does not know: {sorted(set(body) - names)}")
+        body["schema_json"] = json.dumps(body.get("schema_json"))
+        try:
+            return cls(**body)
+        except TypeError as exc:
+            raise ConfigError(f"plan.json is incomplete: {exc}") from None
+
     def to_json(self) -> str:
         body = asdict(self)
         body["schema_json"] = json.loads(self.schema_json)

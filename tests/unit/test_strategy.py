@@ -34,7 +34,7 @@ def _reply(node: int, arrays: dict[str, np.ndarray], metrics: dict[str, float] |
 
 def test_malformed_replies_are_refused_and_only_good_sites_are_reported() -> None:
     seen: list[tuple[int, list[SiteReport]]] = []
-    strategy = LedgeredFedAdam(on_round=lambda r, reports: seen.append((r, reports)), fraction_evaluate=0.0)
+    strategy = LedgeredFedAdam(on_round=lambda o: seen.append((o.round, o.reports)), fraction_evaluate=0.0)
     strategy.current_arrays = {"w": np.zeros(3, dtype=np.float32)}
     replies = [
         _reply(1, {"w": np.ones(3, dtype=np.float32)}),
@@ -53,7 +53,7 @@ def test_malformed_replies_are_refused_and_only_good_sites_are_reported() -> Non
 
 def test_a_round_without_usable_replies_changes_nothing() -> None:
     seen: list[list[SiteReport]] = []
-    strategy = LedgeredFedAdam(on_round=lambda r, reports: seen.append(reports), fraction_evaluate=0.0)
+    strategy = LedgeredFedAdam(on_round=lambda o: seen.append(o.reports), fraction_evaluate=0.0)
     strategy.current_arrays = {"w": np.zeros(2, dtype=np.float32)}
 
     arrays, metrics = strategy.aggregate_train(1, [_reply(1, {"w": np.full(2, np.inf, dtype=np.float32)})])
@@ -63,7 +63,7 @@ def test_a_round_without_usable_replies_changes_nothing() -> None:
 
 def test_metrics_beyond_the_protocol_are_refused_as_unpaid_releases() -> None:
     seen: list[list[SiteReport]] = []
-    strategy = LedgeredFedAdam(on_round=lambda r, reports: seen.append(reports), fraction_evaluate=0.0)
+    strategy = LedgeredFedAdam(on_round=lambda o: seen.append(o.reports), fraction_evaluate=0.0)
     strategy.current_arrays = {"w": np.zeros(2, dtype=np.float32)}
     row_count = {**GOOD_METRICS, "num-examples": 1234.0}
     size_weight = {**GOOD_METRICS, "weight": 1234.0}
@@ -88,7 +88,7 @@ def test_central_site_dp_clips_each_update_and_noises_the_average_before_adam() 
     # N(0, (z S / m)^2) per coordinate; FedAdam then steps from that noisy average.
     dim, clip, noise = 20_000, 1.0, 2.0
     strategy = LedgeredFedAdam(
-        on_round=lambda r, reports: None, plan=_central_plan(noise, clip), fraction_evaluate=0.0, eta=1.0,
+        on_round=lambda o: None, plan=_central_plan(noise, clip), fraction_evaluate=0.0, eta=1.0,
     )
     strategy.current_arrays = {"w": np.zeros(dim, dtype=np.float64)}
     big = np.full(dim, 100.0)  # norm 100 * sqrt(dim): clipped to norm 1
