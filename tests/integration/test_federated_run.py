@@ -7,8 +7,10 @@ table, and planted canary values never leave their site.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -20,6 +22,8 @@ from server.local_federation import local_superlink, run_app
 from shared.manifest import verify_output
 from shared.schema import load_schema
 from shared.validation import read_site_table
+from shared.console.v1 import console_pb2 as pb
+from tests.integration.console_follow import ConsoleFollower
 from tests.conftest import CANARY_CATEGORY, CANARY_FLOAT, CANARY_ID, SMALL_SCHEMA, write_site_table
 
 TARGET_EPSILON = 2.0
@@ -28,7 +32,7 @@ SITES = 3
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("fed")
     schema = root / "schema.json"
     schema.write_text(json.dumps(SMALL_SCHEMA))
@@ -44,13 +48,15 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "simulation.site-epsilon-cap": TARGET_EPSILON, "dp.accountant": "rdp",
     }
     log_path = root / "run.log"
-    with local_superlink(root / "flower") as env, open(log_path, "w") as log:
+    follower = ConsoleFollower(root / "console")
+    config.update(follower.run_config)
+    with follower, local_superlink(root / "flower") as env, open(log_path, "w") as log:
         run_app(APP_DIR, num_sites=SITES, run_config=config, env=env, log=log)
     assert (out / "manifest.json").exists(), log_path.read_text()[-5000:]
-    return {"root": root, "out": out, "sites": sites, "schema": schema, "log": log_path}
+    return {"root": root, "out": out, "sites": sites, "schema": schema, "log": log_path, "console": follower}
 
 
-def test_synthetic_table_follows_the_schema(run: dict[str, Path]) -> None:
+def test_synthetic_table_follows_the_schema(run: dict[str, Any]) -> None:
     result = read_site_table(run["out"] / "synthetic.csv", load_schema(run["schema"]))
     assert result.issues == ()
     assert len(result.clean) == 300
@@ -60,7 +66,7 @@ def test_synthetic_table_follows_the_schema(run: dict[str, Path]) -> None:
     assert parquet["sex"].isna().sum() == 0 and parquet["outcome"].isna().sum() == 0
 
 
-def test_ledger_epsilons_recompute_from_their_parameters(run: dict[str, Path]) -> None:
+def test_ledger_epsilons_recompute_from_their_parameters(run: dict[str, Any]) -> None:
     entries = json.loads((run["out"] / "ledger.json").read_text())["entries"]
     # Rounds 1..ROUNDS of training, then the evaluation release charged as round ROUNDS + 1.
     assert sorted({(e["site"], e["round"]) for e in entries}) == [
@@ -78,7 +84,7 @@ def test_ledger_epsilons_recompute_from_their_parameters(run: dict[str, Path]) -
         assert TARGET_EPSILON - 0.011 <= entry["epsilon"] <= TARGET_EPSILON
 
 
-def test_site_ledgers_agree_with_the_consortium(run: dict[str, Path]) -> None:
+def test_site_ledgers_agree_with_the_consortium(run: dict[str, Any]) -> None:
     consortium = json.loads((run["out"] / "ledger.json").read_text())["entries"]
     for i in range(SITES):
         local = json.loads((run["sites"] / f"site-{i}.ledger.json").read_text())["entries"]
@@ -86,7 +92,7 @@ def test_site_ledgers_agree_with_the_consortium(run: dict[str, Path]) -> None:
         assert [e["epsilon"] for e in local] == pytest.approx([e["epsilon"] for e in mirror], rel=1e-9)
 
 
-def test_outputs_verify_and_tampering_is_caught(run: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_outputs_verify_and_tampering_is_caught(run: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     assert len(verify_output(run["out"]).files_checked) >= 4
     assert cli_main(["verify", str(run["out"])]) == 0
     copy = run["root"] / "tampered"
@@ -101,7 +107,7 @@ def test_outputs_verify_and_tampering_is_caught(run: dict[str, Path], capsys: py
     assert "synthetic.csv" in capsys.readouterr().err
 
 
-def test_every_site_received_the_signed_table(run: dict[str, Path]) -> None:
+def test_every_site_received_the_signed_table(run: dict[str, Any]) -> None:
     run_id = json.loads((run["out"] / "manifest.json").read_text())["run_id"]
     for i in range(SITES):
         received = run["sites"] / f"site-{i}-received" / run_id
@@ -110,7 +116,7 @@ def test_every_site_received_the_signed_table(run: dict[str, Path]) -> None:
 
 
 def test_the_report_is_built_from_paid_releases_and_rebuilds_identically(
-    run: dict[str, Path], capsys: pytest.CaptureFixture[str]
+    run: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = run["out"]
     manifest = json.loads((out / "manifest.json").read_text())
@@ -138,7 +144,7 @@ def test_the_report_is_built_from_paid_releases_and_rebuilds_identically(
     assert verify_output(out).ok  # and rebuilding it does not touch what the manifest signs
 
 
-def test_each_site_keeps_its_exact_scores_to_itself(run: dict[str, Path]) -> None:
+def test_each_site_keeps_its_exact_scores_to_itself(run: dict[str, Any]) -> None:
     run_id = json.loads((run["out"] / "manifest.json").read_text())["run_id"]
     for i in range(SITES):
         local = run["sites"] / f"site-{i}-received" / run_id / "site-evaluation.json"
@@ -148,7 +154,7 @@ def test_each_site_keeps_its_exact_scores_to_itself(run: dict[str, Path]) -> Non
     assert not list(run["out"].glob("site-evaluation.json"))
 
 
-def test_canary_values_never_leave_their_site(run: dict[str, Path]) -> None:
+def test_canary_values_never_leave_their_site(run: dict[str, Any]) -> None:
     assert (run["sites"] / "site-1.quarantine.csv").exists()  # the invalid canary row stayed at the site
     site_local = set(run["sites"].glob("site-*.csv"))  # the sites' own tables and quarantine files
     scanned = 0
@@ -160,3 +166,26 @@ def test_canary_values_never_leave_their_site(run: dict[str, Path]) -> None:
             assert canary.encode() not in blob, f"{canary} leaked into {path}"
         scanned += 1
     assert scanned >= 10  # outputs, checkpoint, ledgers, received copies, the run log
+
+
+def test_the_live_console_told_the_run_as_it_happened(run: dict[str, Any]) -> None:
+    follower: ConsoleFollower = run["console"]
+    kinds = follower.kinds()
+    assert kinds[0] == "run_started" and kinds[-1] == "run_ended"
+    phases = [e.phase_changed.status for e in follower.events if e.HasField("phase_changed")]
+    assert phases == [pb.RUN_STATUS_TRAINING, pb.RUN_STATUS_SAMPLING, pb.RUN_STATUS_EVALUATING,
+                      pb.RUN_STATUS_PUBLISHING]
+    ended = follower.events[-1].run_ended
+    manifest = (run["out"] / "manifest.json").read_bytes()
+    assert ended.status == pb.RUN_STATUS_FINISHED and ended.completed_rounds == ROUNDS
+    assert ended.manifest_sha256 == hashlib.sha256(manifest).hexdigest()
+    # Each RoundFinished is the rounds.json record: the same sites, noisy losses and epsilon.
+    rounds = json.loads((run["out"] / "rounds.json").read_text())["rounds"]
+    finished = [e.round_finished for e in follower.events if e.HasField("round_finished")]
+    assert [f.round for f in finished] == [r["round"] for r in rounds] == list(range(1, ROUNDS + 1))
+    for event, record in zip(finished, rounds):
+        assert {s.site: s.noisy_loss for s in event.sites} == pytest.approx(record["noisy_loss"])
+        assert {e.site: e.spent for e in event.epsilon} == pytest.approx(record["epsilon"])
+        assert all(s.status == pb.SITE_STATUS_UPDATED and 0 <= s.reply_seconds <= event.duration_seconds
+                   for s in event.sites)
+        assert record["sites"].keys() == record["noisy_loss"].keys() and record["duration_s"] > 0
