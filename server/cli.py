@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="noise multiplier of the sites' evaluation release (0 = no federated evaluation)")
     demo.add_argument("--eval-pairs", action="store_true",
                       help="also release pair histograms for the dependence heatmap (costs more noise per cell)")
+    demo.add_argument("--console", nargs="?", const="127.0.0.1:50151", default=None, metavar="HOST:PORT",
+                      help="serve the live console (TLS; certificates and an admin token under OUT/console)")
 
     schema = sub.add_parser("schema", help="schema tools")
     schema_sub = schema.add_subparsers(dest="schema_command", required=True)
@@ -109,7 +111,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             force=args.force, site_dp=args.site_dp, secure_agg=args.secure_agg, shared_noise=args.shared_noise,
             site_epsilon=args.site_epsilon, site_clip=args.site_clip, dp_bins=args.dp_bins,
             class_frequencies=args.class_frequencies, generator=args.generator, eval_noise=args.eval_noise,
-            eval_pairs=args.eval_pairs,
+            eval_pairs=args.eval_pairs, console=args.console,
         )
         return run_demo(options)
     if args.command == "report":

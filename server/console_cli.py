@@ -16,11 +16,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import grpc
+from typing import TYPE_CHECKING
 
 from shared.console.auth import ROLES, VIEWER, bearer
-from shared.console.transport import TLSFiles
 from shared.errors import ConfigError
+
+if TYPE_CHECKING:
+    from shared.console.transport import TLSFiles
 
 __all__ = ["add_parsers", "run"]
 
@@ -79,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
 
         return run_certs(args)
     action = args.console_command
+    if action is None:
+        return _dashboard(args)
     if action == "serve":
         return _serve(args)
     if action == "token":
@@ -90,7 +94,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if action == "stop":
         return _stop(args)
-    from server.dashboard.watch import DashboardOptions, run_dashboard
+    raise AssertionError(action)
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    # First, so that it quiets gRPC's core logging (which would tear the live frame) before grpc is imported.
+    from server.dashboard import DashboardOptions, run_dashboard
 
     if args.json and not args.once:
         raise ConfigError("--json goes with --once (the live view is for a terminal)")
@@ -102,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from server.console.history import monitor_from_run_dir
     from server.console.server import ConsoleServer
+    from shared.console.transport import TLSFiles
 
     monitor = monitor_from_run_dir(args.run_dir.resolve())
     tls = None if args.insecure else TLSFiles(cert=args.tls_cert, key=args.tls_key, ca=args.tls_ca)
@@ -119,6 +129,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
+    import grpc
+
     from shared.console.transport import open_channel
     from shared.console.v1 import console_pb2 as pb
     from shared.console.v1 import console_pb2_grpc as pb_grpc
@@ -148,6 +160,8 @@ def _token(args: argparse.Namespace) -> str:
 
 
 def _client_tls(args: argparse.Namespace) -> TLSFiles | None:
+    from shared.console.transport import TLSFiles
+
     if args.insecure:
         return None
     return TLSFiles(cert=args.tls_cert, key=args.tls_key, ca=args.tls_ca)

@@ -75,6 +75,8 @@ class DemoOptions:
     generator: str = "tvae"
     eval_noise: float = 10.0
     eval_pairs: bool = False
+    # Serve the live console on this address (TLS, a fresh CA and admin token under OUT/console).
+    console: str | None = None
 
     def __post_init__(self) -> None:
         if self.sites < 1:
@@ -113,6 +115,8 @@ def run_demo(options: DemoOptions) -> int:
     rows = split_table(options, sites_dir)
     print(f"fedsynth demo: {sum(rows)} rows dealt to {options.sites} simulated sites ({options.split}): {rows}")
     run_config = demo_run_config(options, out, sites_dir, synthetic_rows=options.rows or sum(rows))
+    if options.console:
+        run_config.update(_console_setup(out / "console", options.console))
     with local_superlink(out / ".flower") as env:
         run_app(APP_DIR, num_sites=options.sites, run_config=run_config, env=env)
     missing = [name for name in _OUTPUTS if not (out / name).is_file()]
@@ -123,6 +127,24 @@ def run_demo(options: DemoOptions) -> int:
     report = verify_output(out)
     _print_summary(out, time.monotonic() - start, report.fingerprint)
     return 0
+
+
+def _console_setup(directory: Path, address: str) -> dict[str, object]:
+    """Certificates and an admin token for the demo's live console; prints how to watch it."""
+    from server.certs import make_consortium_certs
+    from server.console.tokens import add_token
+    from shared.console.transport import split_address
+
+    host, _ = split_address(address)
+    make_consortium_certs(directory / "pki", sorted({host.strip("[]"), "localhost", "127.0.0.1"}))
+    token_file = directory / "admin.token"
+    token_file.write_text(add_token(directory / "tokens.json", "demo-admin", "admin") + "\n")
+    token_file.chmod(0o600)
+    print("fedsynth demo: watch it live in another terminal with\n"
+          f"  fedsynth console --address {address} --tls-ca {directory / 'pki' / 'ca.crt'} --token-file {token_file}")
+    return {"console.address": address, "console.tokens": str(directory / "tokens.json"),
+            "console.tls-cert": str(directory / "pki" / "server.crt"),
+            "console.tls-key": str(directory / "pki" / "server.key")}
 
 
 def demo_run_config(options: DemoOptions, out: Path, sites_dir: Path, *, synthetic_rows: int) -> dict[str, object]:
@@ -170,7 +192,7 @@ def _prepare_out(out: Path, force: bool) -> None:
     if (out / "manifest.json").exists() or (out / "sites").exists():
         if not force:
             raise FedsynthError(f"{out} already holds a run; pass another --out, or --force to replace it")
-        for name in (*_REMOVED, "sites", "checkpoint", ".flower"):
+        for name in (*_REMOVED, "sites", "checkpoint", ".flower", "console"):
             target = out / name
             if target.is_dir():
                 shutil.rmtree(target)
