@@ -48,13 +48,13 @@ def generate(out: Path) -> list[Path]:
     return written
 
 
-def check() -> int:
-    """Regenerate into a temporary folder and compare byte for byte with the committed stubs."""
+def check(root: Path = ROOT) -> int:
+    """Regenerate into a temporary folder and compare byte for byte with the stubs committed under ``root``."""
     with tempfile.TemporaryDirectory() as tmp:
         stale = []
         for relative in generate(Path(tmp)):
             fresh = (Path(tmp) / relative).read_text()
-            committed = ROOT / relative
+            committed = root / relative
             current = committed.read_text() if committed.exists() else ""
             if fresh != current:
                 stale.append(str(relative))

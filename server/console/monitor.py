@@ -129,6 +129,8 @@ class RunMonitor:
             self._append(pb.RunEvent(round_finished=finished), started_at + finished.duration_seconds)
 
     def ended(self, status: int, detail: str = "", *, manifest_sha256: str = "", at: float | None = None) -> None:
+        spent = self._spent()
+        budgets = self._budget_by_level()
         with self._lock:
             if self._run.status in ENDED:
                 return
@@ -139,6 +141,8 @@ class RunMonitor:
             event = pb.RunEvent(run_ended=pb.RunEnded(
                 status=status, detail=detail, completed_rounds=self._run.completed_rounds,  # type: ignore[arg-type]
                 manifest_sha256=manifest_sha256,
+                epsilon=[pb.EpsilonSpent(site=site, level=level, spent=float(value), budget=budgets.get(level, 0.0))
+                         for level, per_site in spent.items() for site, value in sorted(per_site.items())],
             ))
             self._append(event, at)
         self.log.close()
@@ -247,7 +251,7 @@ def _round_finished(record: Mapping[str, Any], planned: int, budgets: Mapping[st
     for name in sorted(details):
         detail = details[name]
         site = pb.SiteRound(site=name, status=_SITE_STATUS.get(str(detail.get("status")), pb.SITE_STATUS_UNSPECIFIED),
-                            reason=str(detail.get("reason", "")))
+                            reason=str(detail.get("reason", "")), node_id=int(detail.get("node_id", 0)))
         if detail.get("reply_s") is not None:
             site.reply_seconds = float(detail["reply_s"])
         if name in losses:

@@ -205,6 +205,7 @@ class DashboardState:
 
     def _round_finished(self, finished: pb.RoundFinished, moment: datetime | None) -> None:
         for reply in finished.sites:
+            self._named(reply.node_id, reply.site)
             row = self._row(reply.site)
             row.status, row.reason = site_status_words(reply.status), reply.reason
             if reply.HasField("reply_seconds"):
@@ -230,6 +231,8 @@ class DashboardState:
         self.current_round = 0
         self.manifest_sha256 = ended.manifest_sha256 or self.manifest_sha256
         self.finished_at = moment or self.finished_at
+        for spent in ended.epsilon:  # the final figures, the evaluation release included
+            self._row(spent.site).epsilon[spent.level] = EpsilonFigure(spent.spent, spent.budget)
 
     # ---- snapshots ----------------------------------------------------------------------------------
     def apply_run(self, run: pb.Run) -> None:
@@ -252,6 +255,7 @@ class DashboardState:
     def apply_sites(self, response: pb.ListSitesResponse) -> None:
         """Fold a ``ListSites`` snapshot."""
         for site in response.sites:
+            self._named(site.node_id, site.name)
             row = self._row(site.name or f"node-{site.node_id}")
             if site.status:
                 row.status = site_status_words(site.status)
@@ -262,6 +266,12 @@ class DashboardState:
             for spent in site.epsilon:
                 row.epsilon[spent.level] = EpsilonFigure(spent.spent, spent.budget)
             row.reason, row.trust = site.reason, site.trust or row.trust
+
+    def _named(self, node_id: int, name: str) -> None:
+        """A node shown as ``node-<id>`` before it said its site name is that site: one row, not two."""
+        placeholder = f"node-{node_id}"
+        if node_id and name and name != placeholder:
+            self.site_rows.pop(placeholder, None)
 
     def _row(self, name: str) -> SiteRow:
         if name not in self.site_rows:

@@ -179,6 +179,8 @@ def test_the_live_console_told_the_run_as_it_happened(run: dict[str, Any]) -> No
     manifest = (run["out"] / "manifest.json").read_bytes()
     assert ended.status == pb.RUN_STATUS_FINISHED and ended.completed_rounds == ROUNDS
     assert ended.manifest_sha256 == hashlib.sha256(manifest).hexdigest()
+    final = json.loads(manifest)["privacy"]["record"]["epsilon_per_site"]
+    assert {e.site: e.spent for e in ended.epsilon if e.level == "record"} == pytest.approx(final)
     # Each RoundFinished is the rounds.json record: the same sites, noisy losses and epsilon.
     rounds = json.loads((run["out"] / "rounds.json").read_text())["rounds"]
     finished = [e.round_finished for e in follower.events if e.HasField("round_finished")]

@@ -176,3 +176,14 @@ def test_site_snapshot_and_later_rounds_add_up_without_double_counting() -> None
 
     alpha = state.site_rows["alpha"]
     assert alpha.rounds_participated == 3 and alpha.trust == "local" and alpha.reply_seconds == 7.0
+
+
+def test_a_node_shown_before_it_said_its_name_becomes_that_site() -> None:
+    state = DashboardState()
+    state.apply_event(pb.RunEvent(sequence=1, round_started=pb.RoundStarted(round=1, planned_rounds=3, sites=["node-42"])))
+    assert [row.name for row in state.sites] == ["node-42"]
+
+    state.apply_event(pb.RunEvent(sequence=2, round_finished=pb.RoundFinished(
+        round=1, planned_rounds=3, sites=[pb.SiteRound(site="site-a", node_id=42, status=pb.SITE_STATUS_UPDATED)])))
+
+    assert [row.name for row in state.sites] == ["site-a"]

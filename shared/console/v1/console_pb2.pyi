@@ -158,18 +158,20 @@ class RoundStarted(_message.Message):
     def __init__(self, round: _Optional[int] = ..., planned_rounds: _Optional[int] = ..., sites: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SiteRound(_message.Message):
-    __slots__ = ("site", "status", "reply_seconds", "noisy_loss", "reason")
+    __slots__ = ("site", "status", "reply_seconds", "noisy_loss", "reason", "node_id")
     SITE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REPLY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     NOISY_LOSS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
     site: str
     status: SiteStatus
     reply_seconds: float
     noisy_loss: float
     reason: str
-    def __init__(self, site: _Optional[str] = ..., status: _Optional[_Union[SiteStatus, str]] = ..., reply_seconds: _Optional[float] = ..., noisy_loss: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+    node_id: int
+    def __init__(self, site: _Optional[str] = ..., status: _Optional[_Union[SiteStatus, str]] = ..., reply_seconds: _Optional[float] = ..., noisy_loss: _Optional[float] = ..., reason: _Optional[str] = ..., node_id: _Optional[int] = ...) -> None: ...
 
 class RoundFinished(_message.Message):
     __slots__ = ("round", "planned_rounds", "duration_seconds", "sites", "epsilon", "mean_noisy_loss")
@@ -188,16 +190,18 @@ class RoundFinished(_message.Message):
     def __init__(self, round: _Optional[int] = ..., planned_rounds: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., sites: _Optional[_Iterable[_Union[SiteRound, _Mapping]]] = ..., epsilon: _Optional[_Iterable[_Union[EpsilonSpent, _Mapping]]] = ..., mean_noisy_loss: _Optional[float] = ...) -> None: ...
 
 class RunEnded(_message.Message):
-    __slots__ = ("status", "detail", "completed_rounds", "manifest_sha256")
+    __slots__ = ("status", "detail", "completed_rounds", "manifest_sha256", "epsilon")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_ROUNDS_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_SHA256_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
     status: RunStatus
     detail: str
     completed_rounds: int
     manifest_sha256: str
-    def __init__(self, status: _Optional[_Union[RunStatus, str]] = ..., detail: _Optional[str] = ..., completed_rounds: _Optional[int] = ..., manifest_sha256: _Optional[str] = ...) -> None: ...
+    epsilon: _containers.RepeatedCompositeFieldContainer[EpsilonSpent]
+    def __init__(self, status: _Optional[_Union[RunStatus, str]] = ..., detail: _Optional[str] = ..., completed_rounds: _Optional[int] = ..., manifest_sha256: _Optional[str] = ..., epsilon: _Optional[_Iterable[_Union[EpsilonSpent, _Mapping]]] = ...) -> None: ...
 
 class HistoryEnd(_message.Message):
     __slots__ = ("events",)
