@@ -52,3 +52,15 @@ def small_schema(tmp_path: Path) -> Path:
     path = tmp_path / "schema.json"
     path.write_text(json.dumps(SMALL_SCHEMA))
     return path
+
+
+def require_tool(name: str, install_hint: str) -> None:
+    """Skip a test whose real tool is missing here, but fail under CI, where .ci/run installs it."""
+    import os
+    import shutil
+
+    if shutil.which(name):
+        return
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        pytest.fail(f"CI is set but {name} is not on PATH; .ci/run installs it")
+    pytest.skip(f"{name} is not installed: {install_hint}")

@@ -29,6 +29,7 @@ from server.dashboard.watch import DashboardOptions, run_dashboard
 from shared.console.auth import token_from_metadata
 from shared.console.v1 import console_pb2 as pb
 from shared.console.v1 import console_pb2_grpc
+from tests.conftest import require_tool
 from tests.unit.test_dashboard_state import training_events
 
 pytestmark = pytest.mark.timeout(60)
@@ -183,8 +184,8 @@ def test_live_reconnects_to_a_restarted_server_and_replays_its_history() -> None
     assert second.watchers >= 1 and "round 3/10" in text and "finished" in text
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed: the real-terminal check needs it")
 def test_dashboard_draws_in_a_real_terminal_and_quits_on_ctrl_c(tmp_path: Path) -> None:
+    require_tool("tmux", "apt-get install tmux to draw the dashboard in a real terminal")
     exit_file = tmp_path / "exit-code"
     with serving(FakeConsole(training_events(3), hold=True)) as port:
         script = tmp_path / "dashboard.py"
