@@ -57,6 +57,8 @@ class ConsoleFollower:
                     received: list[pb.RunEvent] = []
                     self.connections += 1
                     for event in stub.WatchRun(pb.WatchRunRequest(), metadata=bearer(self.viewer)):
+                        if event.HasField("history_end"):
+                            continue  # joined before the run started, or late: the log reads the same either way
                         received.append(event)
                         if event.HasField("round_finished") and self._on_round is not None:
                             self._on_round(stub, self.admin)
