@@ -49,7 +49,7 @@ _PROG = "fedsynth console"
 _FIRST_BACKOFF_SECONDS = 0.5
 # A history-only call streams every event so far: a long run's history may take longer than one unary call.
 _HISTORY_TIMEOUT_FACTOR = 6
-_NOT_CONSOLE = "check --address: it must be the console port of `fedsynth serve`, not Flower's own ports"
+_NOT_CONSOLE = "check --address: it must be the console's port (run config console.address, or `fedsynth console serve --address`), not one of Flower's own ports"
 
 
 @dataclass(frozen=True)
@@ -145,8 +145,8 @@ def _refusal(err: Any, options: DashboardOptions) -> _Fatal | None:
     code, detail, where = _code(err), _detail(err, options.token), options.address
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return _Fatal(EXIT_REFUSED, f"{_PROG}: the server at {where} refused the token (UNAUTHENTICATED): "
-                                    f"{detail}. Check --token: it must be a viewer or admin token this console "
-                                    "server issued (`fedsynth serve` prints where it wrote them).")
+                                    f"{detail}. Check --token: it must be a token from the tokens file this console "
+                                    "server uses (`fedsynth console token add FILE NAME` makes one).")
     if code == grpc.StatusCode.PERMISSION_DENIED:
         return _Fatal(EXIT_REFUSED, f"{_PROG}: the server at {where} does not let this token watch the run "
                                     f"(PERMISSION_DENIED): {detail}. Use a viewer or admin token this server "
@@ -164,8 +164,8 @@ def _snapshot_failure(err: Any, options: DashboardOptions) -> _Fatal:
     code, detail, where = _code(err), _detail(err, options.token), options.address
     if code == grpc.StatusCode.UNAVAILABLE:
         hint = ("is the console server running and listening there? If it is, the TLS handshake may have "
-                "failed: pass --tls-ca with the CA that signed the server's certificate (`fedsynth certs` "
-                "wrote ca.pem), or --insecure for a plaintext console on a loopback address")
+                "failed: pass --tls-ca with the CA that signed the server's certificate (ca.crt, "
+                "written by `fedsynth certs`), or --insecure for a plaintext console on a loopback address")
         return _Fatal(EXIT_UNREACHABLE, f"{_PROG}: cannot reach the console at {where} (UNAVAILABLE: {detail}); "
                                         f"{hint}.")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
