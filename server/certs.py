@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from shared.atomic import atomic_write_bytes
 from shared.errors import ConfigError
 
 __all__ = [
@@ -338,31 +338,7 @@ def _make_private_dir(directory: Path) -> None:
 
 def _write_pair(paths: CertPaths, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    _write_file(paths.key, pem, 0o600)
-    _write_file(paths.cert, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+    atomic_write_bytes(paths.key, pem, mode=0o600)
+    atomic_write_bytes(paths.cert, certificate.public_bytes(serialization.Encoding.PEM), mode=0o644)
 
 
-def _write_file(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` atomically with ``mode`` set before the first byte (shared.atomic takes no mode)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # some filesystems do not allow opening directories
-        return
-    try:
-        os.fsync(dir_fd)  # the rename itself must survive a power loss
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)

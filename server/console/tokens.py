@@ -20,7 +20,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.atomic import atomic_write_text
+from shared.atomic import atomic_write_bytes
 from shared.console.auth import ROLES
 from shared.errors import ConfigError
 
@@ -92,8 +92,7 @@ def add_token(path: Path, name: str, role: str) -> str:
     entries = [*existing, _Entry(name, role, _digest(token))]
     document = {"format": FORMAT, "tokens": [{"name": e.name, "role": e.role, "sha256": e.digest.hex()} for e in entries]}
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(document, indent=1) + "\n")
-    path.chmod(0o600)
+    atomic_write_bytes(path, (json.dumps(document, indent=1) + "\n").encode(), mode=0o600)
     return token
 
 
