@@ -25,8 +25,8 @@ __all__ = ["Budget", "DashboardState", "EpsilonFigure", "RoundFigures", "SiteRow
 
 RECORD_LEVEL = "record"
 _TERMINAL = frozenset({pb.RUN_STATUS_FINISHED, pb.RUN_STATUS_STOPPED, pb.RUN_STATUS_FAILED})
-# A site that answered took part in the round, whether or not its update was kept (it trained and spent).
-_REPLIED = frozenset({pb.SITE_STATUS_UPDATED, pb.SITE_STATUS_REFUSED, pb.SITE_STATUS_FAILED})
+# "Rounds" counts rounds with an accepted update, as the server's ListSites does (the two are added up).
+_REPLIED = frozenset({pb.SITE_STATUS_UPDATED})
 
 
 def _words(enum: Any, prefix: str, value: int) -> str:

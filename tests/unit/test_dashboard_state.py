@@ -77,7 +77,7 @@ def test_rows_show_each_sites_outcome_epsilon_and_last_reply() -> None:
     assert alpha.last_seen == T0 + timedelta(seconds=300) and alpha.reply_seconds == 7.0
     assert bravo.last_seen is None and bravo.reply_seconds is None and bravo.epsilon == {}
     assert bravo.reason == "no reply before the round closed" and charlie.reason == "non-finite update"
-    assert (alpha.rounds_participated, bravo.rounds_participated, charlie.rounds_participated) == (3, 0, 3)
+    assert (alpha.rounds_participated, bravo.rounds_participated, charlie.rounds_participated) == (3, 0, 0)  # accepted updates only
     assert (state.run_id, state.status, state.planned_rounds, state.completed_rounds) == ("run-42", "training", 10, 3)
     assert [b.level for b in state.budgets] == ["record", "site"]
 
