@@ -198,6 +198,9 @@ def add_certs_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--client", action="append", default=[], metavar="NAME",
                         help="also make client-NAME.crt/.key for mutual TLS (repeatable)")
+    parser.add_argument("--supernode", action="append", default=[], metavar="NAME",
+                        help="also make supernode-NAME.key/.key.pub, a SuperNode's authentication key pair "
+                        "(repeatable; in a real consortium each site runs 'fedsynth node-key' itself)")
     parser.add_argument("--days", type=int, default=365, help="validity of new certificates, in days")
     parser.add_argument("--force", action="store_true", help="replace existing server or client certificates")
 
@@ -210,6 +213,13 @@ def run_certs(args: argparse.Namespace) -> int:
         hosts = [] if (out_dir / "server.crt").exists() else list(DEFAULT_HOSTS)
     written = make_consortium_certs(out_dir, hosts, args.client, days=args.days, force=args.force)
     print(format_summary(written, hosts))
+    if args.supernode:
+        from server.node_keys import make_supernode_key
+
+        for name in dict.fromkeys(args.supernode):
+            key = make_supernode_key(out_dir, name, force=args.force)
+            print(f"SuperNode key pair {name!r}: {key.private} (give it to that site only) and {key.public} "
+                  "(register it: flwr supernode register KEY.pub FEDERATION)")
     return 0
 
 

@@ -124,7 +124,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _verify(args.dir, args.public_key)
     if args.command == "audit":
         return audit_cli.run(args)
-    if args.command in ("console", "certs"):
+    if args.command in ("console", "certs", "node-key", "split"):
         return console_cli.run(args)
     if args.command == "evaluate":
         return _evaluate(args)

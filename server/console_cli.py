@@ -33,8 +33,20 @@ DEFAULT_ADDRESS = "127.0.0.1:50151"
 def add_parsers(sub: Any) -> None:
     from server.certs import add_certs_arguments
 
-    certs = sub.add_parser("certs", help="make a CA and TLS certificates (console, and later the federation)")
+    certs = sub.add_parser("certs", help="make a CA, TLS certificates (SuperLink, console) and SuperNode keys")
     add_certs_arguments(certs)
+    split = sub.add_parser("split", help="deal a table's rows to site-N.csv tables (demos, local deployments)")
+    split.add_argument("data", type=Path)
+    split.add_argument("--schema", type=Path, required=True)
+    split.add_argument("--sites", type=int, required=True)
+    split.add_argument("--out", type=Path, required=True, help="folder for site-0.csv, site-1.csv, ...")
+    split.add_argument("--split", choices=("iid", "non-iid"), default="iid")
+    split.add_argument("--split-by", default=None, help="column for --split non-iid (default: the schema's)")
+    split.add_argument("--seed", type=int, default=0)
+    node_key = sub.add_parser("node-key", help="a site: make this SuperNode's authentication key pair")
+    node_key.add_argument("out_dir", type=Path, metavar="DIR")
+    node_key.add_argument("name", help="the site's name")
+    node_key.add_argument("--force", action="store_true", help="replace an existing key pair")
 
     console = sub.add_parser("console", help="the coordinator's live dashboard, and serving a finished run",
                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,6 +92,20 @@ def run(args: argparse.Namespace) -> int:
         from server.certs import run_certs
 
         return run_certs(args)
+    if args.command == "split":
+        from server.split import deal_rows
+
+        counts = deal_rows(args.data, args.schema, args.sites, args.out, split=args.split, seed=args.seed,
+                           split_by=args.split_by)
+        print(f"{sum(counts)} rows dealt to {args.sites} site tables in {args.out} ({args.split}): {counts}")
+        return 0
+    if args.command == "node-key":
+        from server.node_keys import make_supernode_key
+
+        key = make_supernode_key(args.out_dir, args.name, force=args.force)
+        print(f"wrote {key.private} (mode 0600: it stays on this machine) and {key.public}; send only the .pub to "
+              "the coordinator, who registers it with: flwr supernode register KEY.pub FEDERATION")
+        return 0
     action = args.console_command
     if action is None:
         return _dashboard(args)

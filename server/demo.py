@@ -7,19 +7,17 @@ and checks the signed outputs. Everything after the split is the production path
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
+from server.split import deal_rows
 from server.local_federation import local_superlink, run_app
 from shared.errors import ConfigError, FedsynthError
 from shared.manifest import verify_output
-from shared.schema import load_schema
 
 APP_DIR = Path(__file__).resolve().parent.parent
 BUNDLED_DATA = APP_DIR / "data" / "adult" / "adult_train.csv"
@@ -202,41 +200,9 @@ def _prepare_out(out: Path, force: bool) -> None:
 
 
 def split_table(options: DemoOptions, sites_dir: Path) -> list[int]:
-    """Deal the table's rows (kept byte-for-byte as text) to site-N.csv files."""
-    with open(options.data, newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            raise FedsynthError(f"{options.data}: the file is empty")
-        records = list(reader)
-    rng = np.random.default_rng(options.seed)
-    if options.split == "iid":
-        assignment = rng.integers(0, options.sites, size=len(records))
-    else:
-        column = _split_column(options, header)
-        index = header.index(column)
-        values = sorted({r[index] for r in records if len(r) > index})
-        # Each category's rows go to sites in Dirichlet(0.5) proportions: sites see different mixtures.
-        shares = {v: rng.dirichlet([0.5] * options.sites) for v in values}
-        assignment = np.array([rng.choice(options.sites, p=shares[r[index]]) if len(r) > index else 0 for r in records])
-    sites_dir.mkdir(parents=True, exist_ok=True)
-    counts = []
-    for site in range(options.sites):
-        chosen = [r for r, a in zip(records, assignment) if a == site]
-        with open(sites_dir / f"site-{site}.csv", "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(header)
-            writer.writerows(chosen)
-        counts.append(len(chosen))
-    return counts
-
-
-def _split_column(options: DemoOptions, header: list[str]) -> str:
-    schema = load_schema(options.schema)
-    column = options.split_by or schema.split_by or schema.target
-    if not column or column not in header:
-        raise ConfigError("--split non-iid needs a categorical column: pass --split-by COLUMN")
-    return column
+    """Deal the demo's table to site-N.csv files (server.split)."""
+    return deal_rows(options.data, options.schema, options.sites, sites_dir, split=options.split, seed=options.seed,
+                     split_by=options.split_by)
 
 
 def _print_summary(out: Path, seconds: float, fingerprint: str) -> None:
