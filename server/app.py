@@ -96,7 +96,7 @@ def _run(grid: Grid, context: Context, config: RunConfig, monitor: RunMonitor) -
     try:
         result = strategy.start(
             grid=grid, initial_arrays=ArrayRecord(generator.state_dict()), num_rounds=plan.rounds,
-            train_config=ConfigRecord(plan.to_config()), evaluate_fn=checkpointer,
+            train_config=ConfigRecord(plan.to_config()), evaluate_fn=checkpointer, timeout=config.round_timeout,
         )
         final, rounds_done = result.arrays, plan.rounds
     except NoSiteTrained as stop:

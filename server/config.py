@@ -58,6 +58,8 @@ class RunConfig:
     generator: str = "tvae"
     # A central reference table (training part, hold-out part) for the report; only for public data.
     reference: tuple[Path, Path] | None = None
+    # Seconds a round waits for the sites' replies; a site silent that long is dropped from the round.
+    round_timeout: float = 3600.0
     # The live console (server.console); None = none.
     console: ConsoleConfig | None = None
 
@@ -96,6 +98,7 @@ class RunConfig:
              "evaluate.noise-multiplier > 0 needs a hold-out: set evaluate.holdout-fraction > 0",
              self.evaluate_holdout_fraction),
             (self.generator in GENERATORS, f"train.generator must be one of {GENERATORS}", self.generator),
+            (self.round_timeout > 0, "round-timeout must be > 0 seconds", self.round_timeout),
         ]
         for ok, message, value in rules:
             if not ok:
@@ -174,6 +177,7 @@ class RunConfig:
             evaluate_pairs=_flag(_get(rc, "evaluate.pairs", False), "evaluate.pairs"),
             generator=str(_get(rc, "train.generator", "tvae")),
             reference=_reference(rc),
+            round_timeout=float(_get(rc, "round-timeout", 3600.0)),
             console=ConsoleConfig.from_run_config(rc),
         )
 

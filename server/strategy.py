@@ -26,6 +26,7 @@ from typing import Protocol, cast
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAdam, FedAvg
 from flwr.serverapp.strategy.fedopt import FedOpt
@@ -37,6 +38,8 @@ from shared.plan import TrainingPlan
 logger = logging.getLogger(__name__)
 
 WEIGHT_KEY = "weight"
+# Error replies the SuperLink writes itself when a node went away or its reply was lost: the site is gone.
+_GONE = frozenset({ErrorCode.NODE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE, ErrorCode.MESSAGE_UNAVAILABLE})
 _REQUIRED_METRICS = (WEIGHT_KEY, "noisy-loss", "epsilon-run", "epsilon-total", "steps")
 # Everything a site may send: anything else (a row count, an exact loss) would be an unpaid release.
 ALLOWED_METRICS = frozenset(_REQUIRED_METRICS)
@@ -119,6 +122,7 @@ class LedgeredFedAdam(FedAdam, _Averaging):
         self.plan, self.secure_sum, self.observer = plan, secure_sum, observer
         self._started_at = time.time()
         self._sampled: list[int] = []
+        self._sent: list[Message] = []
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -131,10 +135,13 @@ class LedgeredFedAdam(FedAdam, _Averaging):
         self._sampled = [msg.metadata.dst_node_id for msg in messages]
         if self.observer is not None:
             self.observer.round_started(server_round, [self._name(node) for node in self._sampled])
-        if self.secure_sum is None:
-            return messages
-        self.grid = grid
-        return self.secure_sum.open(server_round, messages, grid)
+        if self.secure_sum is not None:
+            self.grid = grid
+            messages = self.secure_sum.open(server_round, messages, grid)
+        # Kept so that a reply can be traced to the node it was sent to: the Grid gives each message its id
+        # when it pushes it, and the SuperLink answers for a node that went away with its own id as sender.
+        self._sent = messages
+        return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -143,17 +150,21 @@ class LedgeredFedAdam(FedAdam, _Averaging):
         accepted: list[Message] = []
         reports: list[SiteReport] = []
         outcomes: list[SiteOutcome] = []
+        sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in self._sent if m.metadata.message_id}
         for msg in replies:
-            node = msg.metadata.src_node_id
+            node = sent_to.get(msg.metadata.reply_to_message_id, msg.metadata.src_node_id)
             replied = min(max(msg.metadata.created_at - self._started_at, 0.0), finished_at - self._started_at)
             if msg.has_error():
                 logger.warning("round %d: node %d failed: %s", server_round, node, msg.error.reason)
-                outcomes.append(SiteOutcome(node, self._name(node), FAILED, replied, str(msg.error.reason or "")))
+                if msg.error.code in _GONE:  # the SuperLink answered for a node that went away
+                    outcomes.append(SiteOutcome(node, self._name(node), DROPPED, None, str(msg.error.reason or "")))
+                else:
+                    outcomes.append(SiteOutcome(node, self._name(node), FAILED, replied, str(msg.error.reason or "")))
                 continue
             problem = self._problem(msg)
             if problem:
                 logger.warning("round %d: update from node %d refused: %s", server_round, node, problem)
-                outcomes.append(SiteOutcome(node, self._reply_name(msg), REFUSED, replied, problem))
+                outcomes.append(SiteOutcome(node, self._reply_name(msg, node), REFUSED, replied, problem))
                 continue
             accepted.append(msg)
             reports.append(_report(msg))
@@ -171,11 +182,11 @@ class LedgeredFedAdam(FedAdam, _Averaging):
     def _name(self, node: int) -> str:
         return self.participants.get(node, node_name(node))
 
-    def _reply_name(self, msg: Message) -> str:
+    def _reply_name(self, msg: Message, node: int) -> str:
         """The site name a refused reply gives, if it gives one that is a plain string."""
         site = msg.content.config_records.get("site")
         name = site.get("site") if site is not None else None
-        return name if isinstance(name, str) and 0 < len(name) <= 64 else self._name(msg.metadata.src_node_id)
+        return name if isinstance(name, str) and 0 < len(name) <= 64 else self._name(node)
 
     def _problem(self, msg: Message) -> str | None:
         """Why a reply cannot be averaged, or None. Never echoes array contents."""

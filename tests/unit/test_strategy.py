@@ -101,3 +101,32 @@ def test_central_site_dp_clips_each_update_and_noises_the_average_before_adam() 
     clipped_mean = clip / np.sqrt(dim) / 2  # each coordinate of the clipped big update, averaged with zero
     assert abs(values.mean() - clipped_mean) < 5 * (noise * clip / 2) / np.sqrt(dim)
     assert values.std() == pytest.approx(noise * clip / 2, rel=0.05)  # z S / m with m = 2 replies
+
+
+def test_a_node_the_superlink_reports_gone_is_dropped_under_its_own_name() -> None:
+    from flwr.app import Error
+    from flwr.common.constant import ErrorCode
+
+    from server.round_outcome import DROPPED, RoundOutcome, UPDATED
+
+    seen: list[RoundOutcome] = []
+    strategy = LedgeredFedAdam(on_round=seen.append, fraction_evaluate=0.0)
+    strategy.current_arrays = {"w": np.zeros(2, dtype=np.float32)}
+    strategy.participants = {3: "site-3"}
+    sent = []
+    for node in (2, 3):
+        metadata = Metadata(run_id=1, message_id=f"ins-{node}", src_node_id=0, dst_node_id=node,
+                            reply_to_message_id="", group_id="1", created_at=time.time(), ttl=60.0,
+                            message_type="train")
+        sent.append(make_message(metadata, RecordDict()))
+    strategy._sent, strategy._sampled = sent, [2, 3]
+    # What the SuperLink writes for a node that went away: sent by the SuperLink itself (node 1).
+    gone = make_message(Metadata(run_id=1, message_id="err", src_node_id=1, dst_node_id=1,
+                                 reply_to_message_id="ins-3", group_id="1", created_at=time.time(), ttl=60.0,
+                                 message_type="train"),
+                        error=Error(code=ErrorCode.NODE_UNAVAILABLE, reason="node unavailable"))
+
+    strategy.aggregate_train(1, [_reply(2, {"w": np.ones(2, dtype=np.float32)}), gone])
+
+    outcomes = {o.node_id: (o.site, o.status) for o in seen[0].sites}
+    assert outcomes == {2: ("site-2", UPDATED), 3: ("site-3", DROPPED)}
