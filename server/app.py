@@ -26,7 +26,7 @@ from server.evaluation import evaluate_sites
 from server.publish import publish, sample_table
 from server.report import write_report
 from server.secure_round import SecureRounds
-from server.strategy import LedgeredFedAdam, StopRequested
+from server.strategy import LedgeredFedAdam, StopRequested, robust_rule
 from server.summary import summarize
 from shared.atomic import atomic_write_text
 from shared.console.v1 import console_pb2 as pb
@@ -89,7 +89,9 @@ def _run(grid: Grid, context: Context, config: RunConfig, monitor: RunMonitor) -
     strategy = LedgeredFedAdam(
         on_round=ledger.record_round, plan=plan, secure_sum=secure_sum, fraction_evaluate=0.0,
         min_train_nodes=config.min_sites, min_available_nodes=config.min_sites, eta=config.server_lr, eta_l=plan.lr,
-        observer=monitor,
+        observer=monitor, max_update_norm=config.max_update_norm,
+        robust=robust_rule(config.aggregate_rule, trim_beta=config.aggregate_trim_beta,
+                           byzantine=config.aggregate_byzantine),
     )
     monitor.phase(pb.RUN_STATUS_TRAINING)
     stopped = ""

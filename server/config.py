@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from server.console.config import ConsoleConfig
+from server.strategy import ROBUST_RULES
 from shared.accounting import ACCOUNTANTS
 from shared.errors import ConfigError
 from shared.plan import GENERATORS, RECORD_NOISE_MODES, SITE_DP_MODES
@@ -60,6 +61,11 @@ class RunConfig:
     reference: tuple[Path, Path] | None = None
     # Seconds a round waits for the sites' replies; a site silent that long is dropped from the round.
     round_timeout: float = 3600.0
+    # Robust aggregation (server.strategy.robust_rule) and a bound on any one update's L2 norm (0 = none).
+    aggregate_rule: str = "mean"
+    aggregate_trim_beta: float = 0.2
+    aggregate_byzantine: int = 1
+    max_update_norm: float = 0.0
     # The live console (server.console); None = none.
     console: ConsoleConfig | None = None
 
@@ -99,6 +105,10 @@ class RunConfig:
              self.evaluate_holdout_fraction),
             (self.generator in GENERATORS, f"train.generator must be one of {GENERATORS}", self.generator),
             (self.round_timeout > 0, "round-timeout must be > 0 seconds", self.round_timeout),
+            (self.aggregate_rule in ROBUST_RULES, f"aggregate.rule must be one of {ROBUST_RULES}", self.aggregate_rule),
+            (0 <= self.aggregate_trim_beta < 0.5, "aggregate.trim-beta must be in [0, 0.5)", self.aggregate_trim_beta),
+            (self.aggregate_byzantine >= 0, "aggregate.byzantine must be >= 0", self.aggregate_byzantine),
+            (self.max_update_norm >= 0, "aggregate.max-update-norm must be >= 0 (0 = no bound)", self.max_update_norm),
         ]
         for ok, message, value in rules:
             if not ok:
@@ -124,6 +134,11 @@ class RunConfig:
             raise ConfigError(
                 "dp.record-noise='shared' cannot be combined with site-dp.mode='distributed': clipping a partly "
                 "noised update at the site breaks the Gaussian sum the shared record-level guarantee rests on"
+            )
+        if self.aggregate_rule != "mean" and (self.secure_agg or self.site_dp == "central"):
+            raise ConfigError(
+                f"aggregate.rule={self.aggregate_rule!r} needs each site's update: under secure-agg the server sees "
+                "only their sum, and central site-level DP's noise is calibrated to the mean; use aggregate.rule='mean'"
             )
         if self.secure_agg and self.min_sites < 2:
             raise ConfigError("secure-agg needs min-sites >= 2: a sum over one site is that site's update")
@@ -178,6 +193,10 @@ class RunConfig:
             generator=str(_get(rc, "train.generator", "tvae")),
             reference=_reference(rc),
             round_timeout=float(_get(rc, "round-timeout", 3600.0)),
+            aggregate_rule=str(_get(rc, "aggregate.rule", "mean")),
+            aggregate_trim_beta=float(_get(rc, "aggregate.trim-beta", 0.2)),
+            aggregate_byzantine=int(_get(rc, "aggregate.byzantine", 1)),
+            max_update_norm=float(_get(rc, "aggregate.max-update-norm", 0.0)),
             console=ConsoleConfig.from_run_config(rc),
         )
 

@@ -28,7 +28,9 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAdam, FedAvg
+from flwr.serverapp.strategy import (
+    DifferentialPrivacyServerSideFixedClipping, FedAdam, FedAvg, FedMedian, FedTrimmedAvg, Krum, Strategy,
+)
 from flwr.serverapp.strategy.fedopt import FedOpt
 
 from server.round_outcome import DROPPED, FAILED, REFUSED, UPDATED, RoundOutcome, SiteOutcome, SiteReport, node_name
@@ -69,12 +71,35 @@ class SecureSum(Protocol):
         """Unmask the sum of the replies' update vectors; return (sum per parameter, number of survivors)."""
 
 
+ROBUST_RULES = ("mean", "median", "trimmed-mean", "krum")
+
+
+def robust_rule(rule: str, *, trim_beta: float = 0.2, byzantine: int = 1) -> Strategy | None:
+    """Flower's robust aggregator for ``rule`` (None for the plain mean): what FedAdam then steps from.
+
+    median: coordinate-wise median (FedMedian; Yin et al. 2018); trimmed-mean: drop the ``trim_beta`` share at
+    each end per coordinate (FedTrimmedAvg); krum: the update closest to its n - f - 2 neighbours, for f =
+    ``byzantine`` (Krum; Blanchard et al. 2017). Each site's update is already DP on its own (local noise),
+    so any rule over them is post-processing.
+    """
+    if rule == "mean":
+        return None
+    if rule == "median":
+        return FedMedian(weighted_by_key=WEIGHT_KEY)
+    if rule == "trimmed-mean":
+        return FedTrimmedAvg(beta=trim_beta, weighted_by_key=WEIGHT_KEY)
+    if rule == "krum":
+        return Krum(num_malicious_nodes=byzantine, weighted_by_key=WEIGHT_KEY)
+    raise ValueError(f"aggregate.rule must be one of {ROBUST_RULES}, got {rule!r}")
+
+
 class _Averaging(FedOpt):
     """The average FedAdam steps from. Without a plan it is FedAvg's, exactly as in Flower."""
 
     plan: TrainingPlan | None = None
     secure_sum: SecureSum | None = None
     grid: Grid | None = None
+    robust: Strategy | None = None
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -91,6 +116,8 @@ class _Averaging(FedOpt):
             )
             dp.current_arrays = ArrayRecord({k: Array(v) for k, v in (self.current_arrays or {}).items()})
             return dp.aggregate_train(server_round, replies)
+        if self.robust is not None:
+            return self.robust.aggregate_train(server_round, replies)
         return super().aggregate_train(server_round, replies)
 
     def _secure_average(
@@ -114,12 +141,15 @@ class LedgeredFedAdam(FedAdam, _Averaging):
         plan: TrainingPlan | None = None,
         secure_sum: SecureSum | None = None,
         observer: RoundObserver | None = None,
+        robust: Strategy | None = None,
+        max_update_norm: float = 0.0,
         **kwargs: object,
     ) -> None:
         super().__init__(weighted_by_key=WEIGHT_KEY, **kwargs)  # type: ignore[arg-type]
         self._on_round = on_round
         self.participants: dict[int, str] = {}
         self.plan, self.secure_sum, self.observer = plan, secure_sum, observer
+        self.robust, self.max_update_norm = robust, max_update_norm
         self._started_at = time.time()
         self._sampled: list[int] = []
         self._sent: list[Message] = []
@@ -206,6 +236,7 @@ class LedgeredFedAdam(FedAdam, _Averaging):
         current = self.current_arrays or {}
         if set(arrays.keys()) != set(current):
             return "parameter names differ from the global generator's"
+        squared = 0.0
         for key, array in arrays.items():
             values = array.numpy()
             if values.shape != current[key].shape:
@@ -214,8 +245,13 @@ class LedgeredFedAdam(FedAdam, _Averaging):
                 if values.dtype.kind not in "iu":
                     return f"parameter {key!r} is not a masked integer vector: secure aggregation is on"
                 continue
+            if values.dtype != current[key].dtype:
+                return f"parameter {key!r} has dtype {values.dtype}, expected {current[key].dtype}"
             if not np.all(np.isfinite(values)):
                 return f"parameter {key!r} holds non-finite values"
+            squared += float(np.sum((values.astype(np.float64) - current[key]) ** 2))
+        if self.max_update_norm > 0 and squared ** 0.5 > self.max_update_norm:
+            return f"update norm {squared ** 0.5:.3g} exceeds aggregate.max-update-norm {self.max_update_norm:g}"
         return None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,3 +131,55 @@ def test_a_node_the_superlink_reports_gone_is_dropped_under_its_own_name() -> No
 
     outcomes = {o.node_id: (o.site, o.status) for o in seen[0].sites}
     assert outcomes == {2: ("site-2", UPDATED), 3: ("site-3", DROPPED)}
+
+
+def test_wrong_dtypes_and_oversized_updates_are_refused_with_a_reason(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[list[SiteReport]] = []
+    strategy = LedgeredFedAdam(on_round=lambda o: seen.append(o.reports), fraction_evaluate=0.0, max_update_norm=5.0)
+    strategy.current_arrays = {"w": np.zeros(4, dtype=np.float32)}
+    replies = [
+        _reply(1, {"w": np.ones(4, dtype=np.float32)}),  # norm 2: fine
+        _reply(2, {"w": np.ones(4, dtype=np.float64)}),  # a float64 where the model is float32
+        _reply(3, {"w": np.full(4, 100.0, dtype=np.float32)}),  # norm 200 > 5
+        _reply(4, {"w": np.ones(4, dtype=np.int32)}),
+    ]
+
+    arrays, _ = strategy.aggregate_train(1, replies)
+
+    assert [r.site for r in seen[0]] == ["site-1"] and arrays is not None
+    assert "dtype float64, expected float32" in caplog.text and "exceeds aggregate.max-update-norm 5" in caplog.text
+    assert "dtype int32" in caplog.text
+
+
+@pytest.mark.parametrize("rule", ["median", "trimmed-mean", "krum"])
+def test_robust_rules_keep_one_hostile_update_from_moving_the_model(rule: str) -> None:
+    from server.strategy import robust_rule
+
+    strategy = LedgeredFedAdam(on_round=lambda o: None, fraction_evaluate=0.0, robust=robust_rule(rule, trim_beta=0.2))
+    strategy.current_arrays = {"w": np.zeros(3, dtype=np.float32)}
+
+    def replies() -> list[Message]:  # fresh each time: an aggregator may consume the records it reads
+        honest = [_reply(i, {"w": np.full(3, 1.0 + 0.01 * i, dtype=np.float32)}) for i in range(1, 5)]
+        return [*honest, _reply(9, {"w": np.full(3, 1e6, dtype=np.float32)})]
+
+    robust, _ = super(FedAdam, strategy).aggregate_train(1, replies())
+    plain, _ = super(FedAdam, LedgeredFedAdam(on_round=lambda o: None, fraction_evaluate=0.0)).aggregate_train(
+        1, replies())
+
+    assert robust is not None and plain is not None
+    assert np.all(np.abs(robust["w"].numpy() - 1.0) < 0.1)  # what FedAdam steps from stays with the honest sites
+    assert np.all(plain["w"].numpy() > 1e5)  # the plain mean is dragged away
+
+
+def test_robust_rules_are_refused_where_the_server_cannot_see_each_update(tmp_path: Path) -> None:
+    from server.config import RunConfig
+    from shared.errors import ConfigError
+
+    schema = tmp_path / "schema.json"
+    schema.write_text("{}")
+    base = {"schema-path": str(schema), "aggregate.rule": "median"}
+    assert RunConfig.from_run_config(base).aggregate_rule == "median"
+    with pytest.raises(ConfigError, match="secure-agg"):
+        RunConfig.from_run_config({**base, "secure-agg": True})
+    with pytest.raises(ConfigError, match="aggregate.rule must be one of"):
+        RunConfig.from_run_config({**base, "aggregate.rule": "mode"})
