@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -153,6 +153,7 @@ class LedgeredFedAdam(FedAdam, _Averaging):
         self._started_at = time.time()
         self._sampled: list[int] = []
         self._sent: list[Message] = []
+        self._dtypes: dict[str, np.dtype[Any]] = {}
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -161,6 +162,8 @@ class LedgeredFedAdam(FedAdam, _Averaging):
         if reason is not None:
             raise StopRequested(f"stopped before round {server_round}: {reason}")
         self._started_at = time.time()
+        if not self._dtypes:  # the generator's own dtypes (FedAdam's later arrays may be wider)
+            self._dtypes = {key: array.numpy().dtype for key, array in arrays.items()}
         messages = list(super().configure_train(server_round, arrays, config, grid))
         self._sampled = [msg.metadata.dst_node_id for msg in messages]
         if self.observer is not None:
@@ -245,8 +248,9 @@ class LedgeredFedAdam(FedAdam, _Averaging):
                 if values.dtype.kind not in "iu":
                     return f"parameter {key!r} is not a masked integer vector: secure aggregation is on"
                 continue
-            if values.dtype != current[key].dtype:
-                return f"parameter {key!r} has dtype {values.dtype}, expected {current[key].dtype}"
+            expected = self._dtypes.get(key, current[key].dtype)
+            if values.dtype != expected:
+                return f"parameter {key!r} has dtype {values.dtype}, expected {expected}"
             if not np.all(np.isfinite(values)):
                 return f"parameter {key!r} holds non-finite values"
             squared += float(np.sum((values.astype(np.float64) - current[key]) ** 2))
