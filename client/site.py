@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import ConfigError
+from shared.flags import parse_flag
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,12 @@ class SiteConfig:
             schema_path=Path(str(node_config["schema-path"])) if "schema-path" in node_config else None,
             device=str(node_config.get("device", "auto")),
             noise_seed=int(node_config["noise-seed"]) if "noise-seed" in node_config else None,
-            trusts_secure_aggregation=_flag(node_config.get("trust-secure-aggregation", False)),
-            local_evaluation=_flag(node_config.get("local-evaluation", True)),
+            trusts_secure_aggregation=parse_flag(
+                node_config.get("trust-secure-aggregation", False), "node config 'trust-secure-aggregation'"
+            ),
+            local_evaluation=parse_flag(
+                node_config.get("local-evaluation", True), "node config 'local-evaluation'"
+            ),
         )
 
     @classmethod
@@ -79,15 +84,11 @@ class SiteConfig:
             schema_path=None,
             device=str(run_config.get("simulation.device", "auto")),
             noise_seed=None,
-            trusts_secure_aggregation=_flag(run_config.get("simulation.trust-secure-aggregation", False)),
-            local_evaluation=_flag(run_config.get("simulation.local-evaluation", True)),
+            trusts_secure_aggregation=parse_flag(
+                run_config.get("simulation.trust-secure-aggregation", False),
+                "run config 'simulation.trust-secure-aggregation'",
+            ),
+            local_evaluation=parse_flag(
+                run_config.get("simulation.local-evaluation", True), "run config 'simulation.local-evaluation'"
+            ),
         )
-
-
-def _flag(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text not in ("true", "false", "1", "0", "yes", "no", ""):
-        raise ConfigError(f"node config flags (trust-secure-aggregation, local-evaluation) must be true or false, got {value!r}")
-    return text in ("true", "1", "yes")

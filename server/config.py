@@ -14,6 +14,7 @@ from server.console.config import ConsoleConfig
 from server.strategy import ROBUST_RULES
 from shared.accounting import ACCOUNTANTS
 from shared.errors import ConfigError
+from shared.flags import parse_flag
 from shared.plan import GENERATORS, RECORD_NOISE_MODES, SITE_DP_MODES
 
 
@@ -178,18 +179,18 @@ class RunConfig:
             site_dp=str(_get(rc, "site-dp.mode", "off")),
             site_target_epsilon=float(_get(rc, "site-dp.target-epsilon", 10.0)),
             site_clip=float(_get(rc, "site-dp.clip", 1.0)),
-            secure_agg=_flag(_get(rc, "secure-agg", False), "secure-agg"),
+            secure_agg=_flag(rc, "secure-agg"),
             record_noise=str(_get(rc, "dp.record-noise", "local")),
             shared_batch_size=int(_get(rc, "dp.shared-batch-size", 256)),
             secagg_clip_range=float(_get(rc, "secure-agg.clip-range", 10.0)),
-            quantile_bins=_flag(_get(rc, "preprocess.quantile-bins", False), "preprocess.quantile-bins"),
-            class_frequencies=_flag(_get(rc, "preprocess.class-frequencies", False), "preprocess.class-frequencies"),
+            quantile_bins=_flag(rc, "preprocess.quantile-bins"),
+            class_frequencies=_flag(rc, "preprocess.class-frequencies"),
             preprocess_noise_multiplier=float(_get(rc, "preprocess.noise-multiplier", 30.0)),
             preprocess_grid=int(_get(rc, "preprocess.grid", 128)),
             preprocess_bins=int(_get(rc, "preprocess.bins", 16)),
             evaluate_noise_multiplier=float(_get(rc, "evaluate.noise-multiplier", 10.0)),
             evaluate_holdout_fraction=float(_get(rc, "evaluate.holdout-fraction", 0.2)),
-            evaluate_pairs=_flag(_get(rc, "evaluate.pairs", False), "evaluate.pairs"),
+            evaluate_pairs=_flag(rc, "evaluate.pairs"),
             generator=str(_get(rc, "train.generator", "tvae")),
             reference=_reference(rc),
             round_timeout=float(_get(rc, "round-timeout", 3600.0)),
@@ -221,11 +222,5 @@ def _get(rc: dict[str, Any], key: str, default: Any) -> Any:
     return value
 
 
-def _flag(value: Any, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if str(value).lower() in ("true", "1", "yes"):
-        return True
-    if str(value).lower() in ("false", "0", "no", ""):
-        return False
-    raise ConfigError(f"run config {key!r} must be true or false, got {value!r}")
+def _flag(rc: dict[str, Any], key: str) -> bool:
+    return parse_flag(_get(rc, key, False), f"run config {key!r}")

@@ -12,6 +12,7 @@ from typing import Any
 
 from shared.console.transport import TLSFiles, check_plaintext
 from shared.errors import ConfigError
+from shared.flags import parse_flag
 
 __all__ = ["ConsoleConfig"]
 
@@ -48,7 +49,7 @@ class ConsoleConfig:
             value = str(rc.get(key, "")).strip()
             return Path(value).expanduser().resolve() if value else None
 
-        insecure = str(rc.get("console.insecure", False)).lower() in ("true", "1", "yes")
+        insecure = parse_flag(rc.get("console.insecure", False), "run config 'console.insecure'")
         tls = None if insecure else TLSFiles(cert=path("console.tls-cert"), key=path("console.tls-key"),
                                              ca=path("console.tls-ca"))
         return cls(address=address, tokens=Path(tokens).expanduser().resolve(), tls=tls, insecure=insecure)

@@ -166,6 +166,9 @@ def test_canary_values_never_leave_their_site(run: dict[str, Any]) -> None:
             assert canary.encode() not in blob, f"{canary} leaked into {path}"
         scanned += 1
     assert scanned >= 10  # outputs, checkpoint, ledgers, received copies, the run log
+    # Nor anything the live console told its watchers.
+    told = b"".join(event.SerializeToString() for event in run["console"].events)
+    assert told and not any(c.encode() in told for c in (CANARY_ID, CANARY_CATEGORY, CANARY_FLOAT))
 
 
 def test_the_live_console_told_the_run_as_it_happened(run: dict[str, Any]) -> None:

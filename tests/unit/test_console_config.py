@@ -40,3 +40,9 @@ def test_plaintext_only_on_loopback(tmp_path: Path, insecure: object) -> None:
     assert config is not None and config.insecure and config.tls is None
     with pytest.raises(ConfigError, match="loopback"):
         ConsoleConfig.from_run_config({**base, "console.address": "10.0.0.5:5000"})
+
+
+def test_a_mistyped_flag_is_an_error_not_a_silent_false(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="console.insecure' must be true or false"):
+        ConsoleConfig.from_run_config({"console.address": "127.0.0.1:5000", "console.tokens": str(tmp_path / "t"),
+                                       "console.insecure": "ture"})
