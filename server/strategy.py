@@ -253,7 +253,8 @@ class LedgeredFedAdam(FedAdam, _Averaging):
                 return f"parameter {key!r} has dtype {values.dtype}, expected {expected}"
             if not np.all(np.isfinite(values)):
                 return f"parameter {key!r} holds non-finite values"
-            squared += float(np.sum((values.astype(np.float64) - current[key]) ** 2))
+            if self.max_update_norm > 0:
+                squared += float(np.sum((values.astype(np.float64) - current[key]) ** 2))
         if self.max_update_norm > 0 and squared ** 0.5 > self.max_update_norm:
             return f"update norm {squared ** 0.5:.3g} exceeds aggregate.max-update-norm {self.max_update_norm:g}"
         return None
