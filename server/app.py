@@ -16,6 +16,7 @@ from flwr.serverapp import Grid, ServerApp
 from server.checkpoint import Checkpointer
 from server.config import RunConfig
 from server.console.config import ConsoleConfig
+from server.console.history import replay_rounds
 from server.console.monitor import RunMonitor
 from server.console.server import ConsoleServer
 from server.consortium import ConsortiumLedger, NoSiteTrained
@@ -24,6 +25,7 @@ from server.plan import describe_plan, make_plan
 from server.preprocess import estimate
 from server.evaluation import evaluate_sites
 from server.publish import publish, sample_table
+from server.resume import prepare_out_dir
 from server.report import write_report
 from server.secure_round import SecureRounds
 from server.strategy import LedgeredFedAdam, StopRequested, robust_rule
@@ -62,19 +64,31 @@ def _console(config: ConsoleConfig | None, monitor: RunMonitor) -> AbstractConte
 
 def _run(grid: Grid, context: Context, config: RunConfig, monitor: RunMonitor) -> None:
     schema = load_schema(config.schema_path)
-    encoder = TableEncoder.from_schema(schema)
     # Fail before training, not after, if the key cannot be made or sits inside the output.
     key = load_or_create_signing_key(config.signing_key, forbidden_dir=config.out_dir)
-    plan = make_plan(config, schema)
     config.out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(config.out_dir / "plan.json", plan.to_json() + "\n")
-    logger.info("plan\n%s", describe_plan(plan))
+    resume = prepare_out_dir(config, schema)
+    if resume is None:
+        plan = make_plan(config, schema)
+        atomic_write_text(config.out_dir / "plan.json", plan.to_json() + "\n")
+        logger.info("plan\n%s", describe_plan(plan))
+    else:
+        plan = resume.plan
+        schema = Schema.from_dict(json.loads(plan.schema_json))
+        logger.warning("%s", resume.describe())
+    encoder = TableEncoder.from_schema(schema)
 
-    ledger = ConsortiumLedger(config.out_dir / "ledger.json", plan, on_progress=monitor.round_finished)
+    ledger = ConsortiumLedger(
+        config.out_dir / "ledger.json", plan, on_progress=monitor.round_finished,
+        rounds=resume.rounds if resume else None, unconfirmed=resume.unconfirmed if resume else None,
+    )
     monitor.spent_from(lambda: {"record": ledger.spent(), "site": ledger.site_level_spent()})
     monitor.started(plan, dict(context.run_config), min_sites=config.min_sites)
     frequencies: dict[str, dict[str, float]] = {}
-    if plan.preprocess_noise_multiplier > 0:
+    if resume is not None:
+        replay_rounds(monitor, resume.rounds)  # a watcher sees the whole run, not just what follows the restart
+        frequencies = resume.checkpoint.class_frequencies
+    elif plan.preprocess_noise_multiplier > 0:
         monitor.phase(pb.RUN_STATUS_PREPROCESSING, "sites release noisy histograms (paid, once)")
         estimates = estimate(grid, plan, schema, ledger, config.min_sites)
         plan, frequencies = estimates.plan, estimates.class_frequencies
@@ -84,7 +98,7 @@ def _run(grid: Grid, context: Context, config: RunConfig, monitor: RunMonitor) -
         atomic_write_text(config.out_dir / "plan.json", plan.to_json() + "\n")
         monitor.plan_changed(plan)
     generator = build_generator(plan, encoder)
-    checkpointer = Checkpointer(config.out_dir / "checkpoint", plan, ledger)
+    initial = ArrayRecord(generator.state_dict())
     secure_sum = SecureRounds(plan) if plan.secure_agg else None
     strategy = LedgeredFedAdam(
         on_round=ledger.record_round, plan=plan, secure_sum=secure_sum, fraction_evaluate=0.0,
@@ -92,15 +106,29 @@ def _run(grid: Grid, context: Context, config: RunConfig, monitor: RunMonitor) -
         observer=monitor, max_update_norm=config.max_update_norm,
         robust=robust_rule(config.aggregate_rule, trim_beta=config.aggregate_trim_beta,
                            byzantine=config.aggregate_byzantine),
+        on_send=ledger.round_sent, first_round=resume.next_round if resume else 1,
+        dtypes={name: array.numpy().dtype for name, array in initial.items()},
     )
+    checkpointer = Checkpointer(config.out_dir / "checkpoint", plan, ledger, class_frequencies=frequencies)
+    checkpointer.strategy = strategy
+    rounds_left = plan.rounds
+    if resume is not None:
+        initial = ArrayRecord(resume.checkpoint.generator)
+        strategy.m_t, strategy.v_t = resume.checkpoint.m_t, resume.checkpoint.v_t
+        strategy.participants.update(resume.checkpoint.participants)
+        checkpointer.last_round, checkpointer.last_arrays = resume.checkpoint.round, initial
+        rounds_left = resume.rounds_left
     monitor.phase(pb.RUN_STATUS_TRAINING)
     stopped = ""
     try:
-        result = strategy.start(
-            grid=grid, initial_arrays=ArrayRecord(generator.state_dict()), num_rounds=plan.rounds,
-            train_config=ConfigRecord(plan.to_config()), evaluate_fn=checkpointer, timeout=config.round_timeout,
-        )
-        final, rounds_done = result.arrays, plan.rounds
+        if rounds_left == 0:  # stopped after its last round, before publishing
+            final, rounds_done = initial, plan.rounds
+        else:
+            result = strategy.start(
+                grid=grid, initial_arrays=initial, num_rounds=rounds_left,
+                train_config=ConfigRecord(plan.to_config()), evaluate_fn=checkpointer, timeout=config.round_timeout,
+            )
+            final, rounds_done = result.arrays, plan.rounds
     except NoSiteTrained as stop:
         logger.error("%s", stop)
         if checkpointer.last_round < 1 or checkpointer.last_arrays is None:
@@ -111,9 +139,11 @@ def _run(grid: Grid, context: Context, config: RunConfig, monitor: RunMonitor) -
         logger.warning("%s", stop)
         stopped = str(stop)
         if monitor.skip_publish or checkpointer.last_arrays is None or checkpointer.last_round < 1:
+            ledger.settle_unconfirmed()
             monitor.ended(pb.RUN_STATUS_STOPPED, f"{stop}; nothing published")
             return
         final, rounds_done = checkpointer.last_arrays, checkpointer.last_round
+    ledger.settle_unconfirmed()
 
     generator.load_state_dict(final.to_torch_state_dict())
     monitor.phase(pb.RUN_STATUS_SAMPLING)

@@ -67,6 +67,8 @@ class RunConfig:
     aggregate_trim_beta: float = 0.2
     aggregate_byzantine: int = 1
     max_update_norm: float = 0.0
+    # Continue the run whose plan, ledger and checkpoint are in out_dir (server.resume), instead of refusing.
+    resume: bool = False
     # The live console (server.console); None = none.
     console: ConsoleConfig | None = None
 
@@ -198,6 +200,7 @@ class RunConfig:
             aggregate_trim_beta=float(_get(rc, "aggregate.trim-beta", 0.2)),
             aggregate_byzantine=int(_get(rc, "aggregate.byzantine", 1)),
             max_update_norm=float(_get(rc, "aggregate.max-update-norm", 0.0)),
+            resume=_flag(rc, "resume"),
             console=ConsoleConfig.from_run_config(rc),
         )
 

@@ -143,26 +143,35 @@ class LedgeredFedAdam(FedAdam, _Averaging):
         observer: RoundObserver | None = None,
         robust: Strategy | None = None,
         max_update_norm: float = 0.0,
+        on_send: Callable[[int, dict[str, int]], None] | None = None,
+        first_round: int = 1,
+        dtypes: dict[str, np.dtype[Any]] | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(weighted_by_key=WEIGHT_KEY, **kwargs)  # type: ignore[arg-type]
-        self._on_round = on_round
+        self._on_round, self._on_send = on_round, on_send
+        # Flower's start() counts rounds from 1; a resumed run (server.resume) numbers on from where it stopped,
+        # so that no site is ever asked to train, and charge, the same round number twice.
+        self.round_offset = first_round - 1
         self.participants: dict[int, str] = {}
         self.plan, self.secure_sum, self.observer = plan, secure_sum, observer
         self.robust, self.max_update_norm = robust, max_update_norm
         self._started_at = time.time()
         self._sampled: list[int] = []
         self._sent: list[Message] = []
-        self._dtypes: dict[str, np.dtype[Any]] = {}
+        # What a site must send: the generator's own dtypes (FedAdam's arrays, and so a checkpoint's, may be
+        # wider). Taken from the first round's arrays unless given.
+        self._dtypes: dict[str, np.dtype[Any]] = dict(dtypes or {})
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        server_round += self.round_offset
         reason = self.observer.stop_reason() if self.observer is not None else None
         if reason is not None:
             raise StopRequested(f"stopped before round {server_round}: {reason}")
         self._started_at = time.time()
-        if not self._dtypes:  # the generator's own dtypes (FedAdam's later arrays may be wider)
+        if not self._dtypes:
             self._dtypes = {key: array.numpy().dtype for key, array in arrays.items()}
         messages = list(super().configure_train(server_round, arrays, config, grid))
         self._sampled = [msg.metadata.dst_node_id for msg in messages]
@@ -174,11 +183,14 @@ class LedgeredFedAdam(FedAdam, _Averaging):
         # Kept so that a reply can be traced to the node it was sent to: the Grid gives each message its id
         # when it pushes it, and the SuperLink answers for a node that went away with its own id as sender.
         self._sent = messages
+        if self._on_send is not None:  # write-ahead: after a crash, who may have trained (and charged) this round
+            self._on_send(server_round, {self._name(m.metadata.dst_node_id): m.metadata.dst_node_id for m in messages})
         return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        server_round += self.round_offset
         finished_at = time.time()
         accepted: list[Message] = []
         reports: list[SiteReport] = []
@@ -203,6 +215,9 @@ class LedgeredFedAdam(FedAdam, _Averaging):
             reports.append(_report(msg))
             outcomes.append(SiteOutcome(node, reports[-1].site, UPDATED, replied))
         for report in reports:
+            # A site that comes back under a new node id (a resumed simulation, a re-registered key) is one site.
+            for stale in [n for n, site in self.participants.items() if site == report.site and n != report.node_id]:
+                del self.participants[stale]
             self.participants[report.node_id] = report.site
         answered = {outcome.node_id for outcome in outcomes}
         outcomes += [SiteOutcome(node, self._name(node), DROPPED, None, "no reply before the round closed")

@@ -21,7 +21,7 @@ from shared.ledger import Ledger
 from shared.manifest import MANIFEST_NAME
 from shared.plan import TrainingPlan
 
-__all__ = ["monitor_from_run_dir"]
+__all__ = ["monitor_from_run_dir", "replay_rounds"]
 
 
 def monitor_from_run_dir(run_dir: Path) -> RunMonitor:
@@ -44,11 +44,7 @@ def monitor_from_run_dir(run_dir: Path) -> RunMonitor:
     first = float(rounds[0].get("started_at", plan_path.stat().st_mtime)) if rounds else plan_path.stat().st_mtime
     monitor.started(plan, {}, min_sites=plan.secagg_threshold or 1, at=first)
     monitor.phase(pb.RUN_STATUS_TRAINING, at=first)
-    for record in rounds:
-        started_at = record.get("started_at")
-        monitor.round_started(int(record["round"]), sorted(record.get("sites") or record.get("noisy_loss", {})),
-                              at=None if started_at is None else float(started_at))
-        monitor.round_finished(record)
+    replay_rounds(monitor, rounds)
     manifest = run_dir / MANIFEST_NAME
     if manifest.is_file():
         data = manifest.read_bytes()
@@ -62,6 +58,15 @@ def monitor_from_run_dir(run_dir: Path) -> RunMonitor:
         monitor.ended(pb.RUN_STATUS_STOPPED, "not published: the run stopped, failed, or is still running elsewhere",
                       at=at)
     return monitor
+
+
+def replay_rounds(monitor: RunMonitor, rounds: list[dict[str, Any]]) -> None:
+    """Announce recorded rounds again, as they happened (a served folder, or a resumed run's earlier rounds)."""
+    for record in rounds:
+        started_at = record.get("started_at")
+        monitor.round_started(int(record["round"]), sorted(record.get("sites") or record.get("noisy_loss", {})),
+                              at=None if started_at is None else float(started_at))
+        monitor.round_finished(record)
 
 
 def _rounds(path: Path) -> list[dict[str, Any]]:
