@@ -3,6 +3,10 @@
 Train: check the plan against the site's own cap, write the spend to the site ledger (write-ahead), train
 with DP-SGD, return only the weights and noised metrics. Query "deliver": receive the signed synthetic table
 and write it to the site's output folder after verifying it.
+
+A deployed SuperNode starts a fresh process for every message, so each handler imports what only it needs:
+torch and Opacus (~4 s) for training, scikit-learn for evaluation. A secure-aggregation stage or a delivery
+then costs a fraction of a second of imports instead of seconds (benchmarks/deployed_rounds.py).
 """
 
 from __future__ import annotations
@@ -10,32 +14,23 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import time
 from typing import cast
 
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from client import secure_aggregation
-from client.data import load_site_data, load_site_frame
-from client.delivery import receive_delivery
-from client.evaluation import evaluate_at_site
-from client.holdout import holdout_key, holdout_mask
+from client.holdout import holdout_key
 from client.policy import check_budget
-from client.site_dp import site_update
 from client.site import SiteConfig
-from client.trainer import train_round
 from shared.accounting import epsilon
-from shared.device import pick_device
-from shared.dp_evaluation import EvaluationLayout
-from shared.dp_statistics import HistogramSpec, noisy_histograms
-from shared.encoding import TableEncoder
+from shared.dp_statistics import HistogramSpec
 from shared.errors import SchemaError, SecureAggregationError
 from shared.ledger import Ledger, Release, record_spend
 from shared.logs import configure_logging
 from shared.plan import TRUST_LOCAL, TRUST_SECAGG, TrainingPlan
 from shared.schema import Schema, load_schema
-from shared.synthesizers import build_generator
 
 app = ClientApp()
 logger = logging.getLogger(__name__)
@@ -44,6 +39,15 @@ logger = logging.getLogger(__name__)
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """One round of local DP training."""
+    import torch
+
+    from client.data import load_site_data
+    from client.site_dp import site_update
+    from client.trainer import train_round
+    from shared.device import pick_device
+    from shared.encoding import TableEncoder
+    from shared.synthesizers import build_generator
+
     configure_logging()
     config = msg.content.config_records["config"]
     plan = TrainingPlan.from_config(config)
@@ -53,7 +57,8 @@ def train(msg: Message, context: Context) -> Message:
     encoder = TableEncoder.from_schema(schema)
     data = load_site_data(
         site.data_path, schema, encoder, holdout_key=_holdout_key(site, plan),
-        holdout_fraction=plan.evaluate_holdout_fraction,
+        holdout_fraction=plan.evaluate_holdout_fraction, max_rows_per_unit=plan.max_rows_per_unit,
+        quarantine=site.quarantine_path,
     )
 
     ledger = Ledger.load(site.ledger_path)
@@ -70,7 +75,7 @@ def train(msg: Message, context: Context) -> Message:
     entry = record_spend(
         site.ledger_path, site=site.site, round=server_round, level="record", accountant=plan.accountant,
         delta=plan.delta, releases=releases, run_id=plan.run_id, trust=trust,
-        fallback_noise_multiplier=own_noise if shares_noise else None,
+        fallback_noise_multiplier=own_noise if shares_noise else None, **plan.ledger_unit(),
     )
     if plan.site_dp != "off":
         _record_site_level(site, plan, server_round)
@@ -80,14 +85,16 @@ def train(msg: Message, context: Context) -> Message:
     generator.load_state_dict(arrays.to_torch_state_dict())
     seed = site.noise_seed if site.noise_seed is not None else secrets.randbits(63)
     rng = torch.Generator().manual_seed(seed + server_round)
+    began = time.perf_counter()
     result = train_round(
         generator, data.encoded, plan, history=ledger.history(site.site, "record"),
         rng=rng, device=pick_device(site.device), noise_multiplier=own_noise,
     )
     run_epsilon = _run_epsilon(Ledger.load(site.ledger_path), site.site, plan)
     logger.info(
-        "%s round %d: %d DP-SGD steps, noisy loss %.3f, epsilon this run %.4f, total %.4f (cap %.2f)",
-        site.site, server_round, result.steps, result.noisy_loss, run_epsilon, entry.epsilon, site.epsilon_cap,
+        "%s round %d: %d DP-SGD steps in %.2f s, noisy loss %.3f, epsilon this run %.4f, total %.4f (cap %.2f)",
+        site.site, server_round, result.steps, time.perf_counter() - began, result.noisy_loss, run_epsilon,
+        entry.epsilon, site.epsilon_cap,
     )
     metrics = MetricRecord(
         {
@@ -111,16 +118,24 @@ def train(msg: Message, context: Context) -> Message:
 @app.query("histograms")
 def histograms(msg: Message, context: Context) -> Message:
     """Paid-for preprocessing: noisy histograms over the plan's public grid (one Gaussian release)."""
+    from client.data import load_site_frame, training_frame
+    from client.units import one_row_per_unit
+    from shared.dp_statistics import noisy_histograms
+
     configure_logging()
     plan = TrainingPlan.from_config(msg.content.config_records["config"])
     site = SiteConfig.from_context(dict(context.node_config), dict(context.run_config))
     schema = _schema(plan, site)
-    frame, _ = load_site_frame(site.data_path, schema)
-    frame = frame[~holdout_mask(frame, schema, _holdout_key(site, plan), plan.evaluate_holdout_fraction)]
+    frame, _ = load_site_frame(site.data_path, schema, site.quarantine_path)
+    key = _holdout_key(site, plan)
+    frame = training_frame(frame, schema, key=key, holdout_fraction=plan.evaluate_holdout_fraction,
+                           max_rows_per_unit=plan.max_rows_per_unit)
+    if plan.per_unit:
+        frame = one_row_per_unit(frame, schema, key)  # each unit adds 1 to one cell per histogram, as a row does
     check_budget(Ledger.load(site.ledger_path), site, plan, plan.preprocess_releases())
     entry = record_spend(
         site.ledger_path, site=site.site, round=0, level="record", accountant=plan.accountant, delta=plan.delta,
-        releases=[Release("histograms", *plan.preprocess_releases()[0])], run_id=plan.run_id,
+        releases=[Release("histograms", *plan.preprocess_releases()[0])], run_id=plan.run_id, **plan.ledger_unit(),
     )
     noisy = noisy_histograms(frame, HistogramSpec.from_json(plan.preprocess_spec_json), plan.preprocess_noise_multiplier)
     logger.info("%s released noisy histograms of %s (epsilon now %.4f)", site.site, sorted(noisy), entry.epsilon)
@@ -131,6 +146,9 @@ def histograms(msg: Message, context: Context) -> Message:
 @app.query("evaluate")
 def evaluate(msg: Message, context: Context) -> Message:
     """Federated evaluation: noisy score histograms of the synthetic table on this site's hold-out rows."""
+    from client.evaluation import evaluate_at_site
+    from shared.dp_evaluation import EvaluationLayout
+
     configure_logging()
     plan = TrainingPlan.from_config(msg.content.config_records["config"])
     site = SiteConfig.from_context(dict(context.node_config), dict(context.run_config))
@@ -145,7 +163,8 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 
 def _holdout_key(site: SiteConfig, plan: TrainingPlan) -> bytes:
-    return holdout_key(site.ledger_path) if plan.evaluate_holdout_fraction > 0 else b""
+    """The site's secret key: it picks the hold-out and, with a privacy unit, which of a unit's rows are used."""
+    return holdout_key(site.ledger_path) if plan.evaluate_holdout_fraction > 0 or plan.per_unit else b""
 
 
 @app.query("secagg_setup")
@@ -178,6 +197,8 @@ def _record_site_level(site: SiteConfig, plan: TrainingPlan, server_round: int) 
 @app.query("deliver")
 def deliver(msg: Message, context: Context) -> Message:
     """Receive the pooled synthetic table and its signed manifest."""
+    from client.delivery import receive_delivery
+
     configure_logging()
     site = SiteConfig.from_context(dict(context.node_config), dict(context.run_config))
     written = receive_delivery(msg.content.config_records["delivery"], site.output_dir)
@@ -195,6 +216,11 @@ def _run_epsilon(ledger: Ledger, site: str, plan: TrainingPlan) -> float:
 def _schema(plan: TrainingPlan, site: SiteConfig) -> Schema:
     """The consortium schema sent with the plan; a site holding its own copy insists they agree."""
     schema = Schema.from_dict(json.loads(plan.schema_json))
+    if (schema.privacy_unit or "") != plan.privacy_unit:
+        raise SchemaError(
+            f"the plan protects {plan.privacy_unit or 'one row'!r} but its schema names the privacy unit "
+            f"{schema.privacy_unit!r}; server and site run different versions"
+        )
     if site.schema_path is not None:
         local = load_schema(site.schema_path)
         if _public_part(local, plan) != _public_part(schema, plan):

@@ -4,6 +4,10 @@ The site pays for the release before it leaves (write-ahead, like every other re
 noise of ``shared.dp_evaluation`` to every cell, and sends those cells. If the site's policy allows, it also
 keeps a full local report (``shared.evaluation``: TRTR, distances to its own rows, per-group gaps) in its own
 output folder: that report is computed on raw rows, so it never leaves the site.
+
+With a privacy unit (``client.units``) the counts are over one row per unit, on both sides (a held-out unit,
+and a training unit among the rows it was trained on), so a unit moves the release as one row does and the
+release's sensitivity is unchanged. The local report keeps every row.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from client.data import load_site_frame
+from client.data import load_site_frame, training_frame
 from client.holdout import holdout_key, holdout_mask
+from client.units import one_row_per_unit
 from client.policy import check_budget
 from client.site import SiteConfig
 from shared.dp_evaluation import EvaluationLayout, add_noise, site_counts
@@ -49,9 +54,16 @@ def evaluate_at_site(
     digest = hashlib.sha256(synthetic_csv).hexdigest()
     synthetic = pd.read_csv(io.BytesIO(synthetic_csv), dtype=str, keep_default_na=False, na_values=[""])
     check_columns(synthetic, schema, "synthetic")
-    frame, _ = load_site_frame(site.data_path, schema)
-    held = holdout_mask(frame, schema, holdout_key(site.ledger_path), plan.evaluate_holdout_fraction)
+    frame, _ = load_site_frame(site.data_path, schema, site.quarantine_path)
+    key = holdout_key(site.ledger_path)
+    held = holdout_mask(frame, schema, key, plan.evaluate_holdout_fraction)
     holdout, train = frame[held].reset_index(drop=True), frame[~held].reset_index(drop=True)
+    released_holdout, released_train = holdout, train
+    if plan.per_unit:
+        released_holdout = one_row_per_unit(holdout, schema, key).reset_index(drop=True)
+        trained = training_frame(frame, schema, key=key, holdout_fraction=plan.evaluate_holdout_fraction,
+                                 max_rows_per_unit=plan.max_rows_per_unit)
+        released_train = one_row_per_unit(trained, schema, key).reset_index(drop=True)
     if len(holdout) == 0:
         raise DataValidationError(
             f"{site.data_path}: no row fell in the hold-out (fraction {plan.evaluate_holdout_fraction}); the site "
@@ -61,9 +73,9 @@ def evaluate_at_site(
     check_budget(Ledger.load(site.ledger_path), site, plan, releases)
     entry = record_spend(
         site.ledger_path, site=site.site, round=plan.evaluation_round, level="record", accountant=plan.accountant,
-        delta=plan.delta, releases=[Release("evaluation", *releases[0])], run_id=plan.run_id,
+        delta=plan.delta, releases=[Release("evaluation", *releases[0])], run_id=plan.run_id, **plan.ledger_unit(),
     )
-    counts = site_counts(layout, schema, synthetic, train, holdout, seed=plan.seed)
+    counts = site_counts(layout, schema, synthetic, released_train, released_holdout, seed=plan.seed)
     seed = site.noise_seed if site.noise_seed is not None else secrets.randbits(128)
     noisy = add_noise(counts, layout, plan.evaluate_noise_multiplier, np.random.default_rng(seed))
     del counts  # the exact counts are private; only the noisy ones go on

@@ -7,6 +7,10 @@ the ledger's accounting holds (row indices would not do: removing one row would 
 The key is a secret of the site, made once and kept beside its ledger, so the split is the same in every
 round and after a restart, and nobody else can tell which rows were held out. Equal rows share a side, so an
 exact copy in the synthetic table cannot be a hold-out row's twin that was trained on.
+
+When the schema names a privacy unit (a patient), the hash is of the unit's id instead, so all of a patient's
+rows fall on one side: a patient is never both trained on and scored as unseen, and adding or removing a
+patient again changes that patient's side only.
 """
 
 from __future__ import annotations
@@ -61,21 +65,32 @@ def _read(path: Path) -> bytes:
 
 
 def holdout_mask(frame: pd.DataFrame, schema: Schema, key: bytes, fraction: float) -> np.ndarray:
-    """True for the rows held out; ``fraction`` 0 holds out nothing."""
+    """True for the rows held out; ``fraction`` 0 holds out nothing. By unit when the schema names one."""
     if not 0.0 <= fraction < 1.0:
         raise ConfigError(f"evaluate.holdout-fraction must be in [0, 1), got {fraction}")
     if fraction == 0.0 or len(frame) == 0:
         return np.zeros(len(frame), dtype=bool)
+    if schema.privacy_unit is not None:
+        names, inverse = np.unique(frame[schema.privacy_unit].astype(str).to_numpy(), return_inverse=True)
+        # Domain-separated from the row hashes of client.units, which use the same site key.
+        held = np.array([keyed_fraction(key, b"holdout-unit\x1f" + str(n).encode()) < fraction for n in names])
+        return np.asarray(held[inverse], dtype=bool)
+    return np.array([keyed_fraction(key, row.encode()) < fraction for row in row_texts(frame, schema)], dtype=bool)
+
+
+def row_texts(frame: pd.DataFrame, schema: Schema) -> list[str]:
+    """Each row's synthesized content as one string (identifiers left out), the input of the keyed hashes."""
     parts = [
         labels(frame, c.name).astype(str) if c.type == "categorical" else [_number(v) for v in numeric(frame, c.name)]
         for c in schema.synthesized_columns
     ]
-    out = np.empty(len(frame), dtype=bool)
-    for i in range(len(frame)):
-        row = "\x1f".join(str(p[i]) for p in parts)
-        digest = hmac.new(key, row.encode(), hashlib.sha256).digest()
-        out[i] = int.from_bytes(digest[:8], "big") / 2**64 < fraction
-    return out
+    return ["\x1f".join(str(p[i]) for p in parts) for i in range(len(frame))]
+
+
+def keyed_fraction(key: bytes, message: bytes) -> float:
+    """HMAC-SHA256 of ``message`` under the site's key, as a number in [0, 1)."""
+    digest = hmac.new(key, message, hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def _number(value: float) -> str:

@@ -32,6 +32,9 @@ class SiteConfig:
     trusts_secure_aggregation: bool = False
     # Whether the site keeps an exact local evaluation report (computed on raw rows, never sent).
     local_evaluation: bool = True
+    # Where rows that fail validation are written (site-local; real rows). None: <table stem>.quarantine.csv
+    # beside the table, which a read-only mount of the table cannot take.
+    quarantine_path: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.site or any(c in self.site for c in "/\\:"):
@@ -66,6 +69,7 @@ class SiteConfig:
             local_evaluation=parse_flag(
                 node_config.get("local-evaluation", True), "node config 'local-evaluation'"
             ),
+            quarantine_path=Path(str(node_config["quarantine-path"])) if "quarantine-path" in node_config else None,
         )
 
     @classmethod

@@ -5,6 +5,10 @@ Opacus's ``PrivacyEngine.make_private`` derives the sample rate from the data lo
 fedsynth plan fixes the sample rate publicly instead, so that what a site spends does not depend on (and so
 does not reveal) its row count. We therefore assemble the same parts make_private uses (ghost-clipping
 module, DP optimizer, DP loss, Poisson sampler) and attach the accountant with the planned rate.
+
+``data`` is rows (N, features), or units (N, k, features) when the plan has a privacy unit (``client.units``):
+then Poisson sampling, the expected batch size and the accountant's sample rate are all over units, and the
+gradient Opacus clips per sample is a whole unit's.
 """
 
 from __future__ import annotations
@@ -92,7 +96,7 @@ def train_round(
             if steps == plan.local_steps:
                 break
             if indices:
-                generator.train_step(data[indices], model=gsm, criterion=criterion, optimizer=optimizer)
+                generator.train_step(_trimmed(data[indices]), model=gsm, criterion=criterion, optimizer=optimizer)
             else:
                 _noise_only_step(gsm, optimizer)
                 generator.after_empty_batch()
@@ -106,6 +110,14 @@ def train_round(
         )
     loss = _noisy_mean_loss(generator, data, plan, rng)
     return LocalResult(steps=steps, noisy_loss=loss, history=list(accountant.history))
+
+
+def _trimmed(batch: torch.Tensor) -> torch.Tensor:
+    """A batch of units without the padding positions no unit in it uses (a unit's real rows come first)."""
+    if batch.dim() != 3:
+        return batch
+    used = int((batch != 0).any(dim=-1).sum(dim=1).max())
+    return batch[:, : max(used, 1)]
 
 
 def _noise_only_step(gsm: torch.nn.Module, optimizer: DPOptimizerFastGradientClipping) -> None:
@@ -123,15 +135,27 @@ def _noisy_mean_loss(generator: TabularGenerator, data: torch.Tensor, plan: Trai
     The released vector is (sum of per-row losses clipped to [0, B] divided by B, row count); adding or removing
     a row moves it by at most sqrt(2) in L2, and each coordinate gets N(0, (z * sqrt(2))^2) noise, which is the
     Gaussian mechanism with noise multiplier z = ``plan.metric_noise_multiplier`` (sample rate 1, one step).
-    The ledger charges it in every round as ``(z, 1.0, 1)``.
+    The ledger charges it in every round as ``(z, 1.0, 1)``. With units, a unit's value is the mean of its
+    rows' clipped losses (still in [0, B]) and the count is of units, so one unit moves it by sqrt(2) too.
     """
-    losses = generator.per_row_loss(data, generator=rng).clamp(0.0, LOSS_BOUND).cpu()
+    losses = _unit_losses(generator, data, rng) if data.dim() == 3 else generator.per_row_loss(data, generator=rng)
+    losses = losses.clamp(0.0, LOSS_BOUND).cpu()
     scale = plan.metric_noise_multiplier * (2.0**0.5)
     noise = torch.randn(2, generator=rng, dtype=torch.float64) * scale
     noisy_sum = float(losses.double().sum()) / LOSS_BOUND + float(noise[0])
     noisy_count = float(losses.shape[0]) + float(noise[1])
     # Clamping is post-processing: it costs no privacy and keeps tiny sites from printing absurd values.
     return min(max(LOSS_BOUND * noisy_sum / max(noisy_count, 1.0), 0.0), LOSS_BOUND)
+
+
+def _unit_losses(generator: TabularGenerator, units: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    """Per unit, the mean of its real rows' losses, each clipped to [0, LOSS_BOUND] first."""
+    present = (units != 0).any(dim=-1)
+    rows = generator.per_row_loss(units[present], generator=rng).clamp(0.0, LOSS_BOUND)
+    sums = torch.zeros(units.shape[0], dtype=rows.dtype, device=rows.device)
+    owner = torch.arange(units.shape[0], device=units.device)[:, None].expand_as(present)[present]
+    sums.index_add_(0, owner.to(rows.device), rows)
+    return sums / present.sum(dim=1).clamp(min=1).to(rows.device)
 
 
 def _flatten(history: History) -> dict[tuple[float, float], int]:

@@ -24,9 +24,10 @@ from server.delivery import deliver
 from server.plan import describe_plan, make_plan
 from server.preprocess import estimate
 from server.evaluation import evaluate_sites
-from server.publish import publish, sample_table
+from server.publish import publish
 from server.resume import prepare_out_dir
 from server.report import write_report
+from server.sampling import sample_table
 from server.secure_round import SecureRounds
 from server.strategy import LedgeredFedAdam, StopRequested, robust_rule
 from server.summary import summarize
@@ -147,7 +148,9 @@ def _run(grid: Grid, context: Context, config: RunConfig, monitor: RunMonitor) -
 
     generator.load_state_dict(final.to_torch_state_dict())
     monitor.phase(pb.RUN_STATUS_SAMPLING)
-    table = sample_table(generator, encoder, config.synthetic_rows, plan.seed, frequencies)
+    sample = sample_table(generator, encoder, config.synthetic_rows, plan.seed, frequencies,
+                          class_shares=config.class_shares)
+    table = sample.table
     evaluation = None
     if plan.evaluate_noise_multiplier > 0:
         monitor.phase(pb.RUN_STATUS_EVALUATING, "sites release noisy score histograms on their hold-out (paid)")
@@ -155,7 +158,7 @@ def _run(grid: Grid, context: Context, config: RunConfig, monitor: RunMonitor) -
     monitor.phase(pb.RUN_STATUS_PUBLISHING)
     publication = publish(
         config.out_dir, table=table, generator=generator, schema=schema, plan=plan, ledger=ledger.ledger,
-        rounds_completed=rounds_done, key=key, class_frequencies=frequencies, evaluation=evaluation,
+        rounds_completed=rounds_done, key=key, sampling=sample.record, evaluation=evaluation,
     )
     write_report(config.out_dir, reference=config.reference)
     receipts = deliver(grid, strategy.participants, publication, key)

@@ -32,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--local-steps", type=int, default=None,
                       help="DP-SGD steps per site and round (default 10; 20 with --generator gan)")
     demo.add_argument("--force", action="store_true", help="replace an earlier run in --out")
+    demo.add_argument("--sample-rate", type=float, default=None,
+                      help="DP-SGD Poisson sample rate (default 0.05; a small table learns more with a larger one)")
+    demo.add_argument("--hidden", type=int, default=None,
+                      help="width of the hidden layers (the VAE's, or the GAN discriminator's; default 256; a small table learns more with 64)")
     demo.add_argument("--site-dp", action="store_true",
                       help="add site-level DP (DP-FedAvg): central, or distributed with --secure-agg")
     demo.add_argument("--secure-agg", action="store_true", help="secure aggregation: the server sees only the sum")
@@ -43,12 +47,19 @@ def _parser() -> argparse.ArgumentParser:
                       help="estimate quantile bins for continuous columns without public bins (paid, DP histograms)")
     demo.add_argument("--class-frequencies", action="store_true",
                       help="estimate the target's class shares (paid) and sample the synthetic table to match them")
-    demo.add_argument("--generator", choices=("tvae", "gan"), default="tvae",
-                      help="the synthesizer: a DP tabular VAE, or a DP conditional GAN (DP-SGD on the discriminator)")
+    demo.add_argument("--oversample", default="", metavar="CLASS=SHARE[,CLASS=SHARE]",
+                      help="rebalance the target in the synthetic table, e.g. 1=0.5 for half the rows of class 1; "
+                           "each class is drawn from the generator conditioned on it (free: post-processing)")
+    demo.add_argument("--generator", choices=("tvae", "gan", "ctvae"), default="tvae",
+                      help="the synthesizer: a DP tabular VAE, a DP conditional GAN (DP-SGD on the discriminator), "
+                           "or a DP VAE whose decoder is conditioned on the target's class (for --oversample)")
     demo.add_argument("--eval-noise", type=float, default=10.0,
                       help="noise multiplier of the sites' evaluation release (0 = no federated evaluation)")
     demo.add_argument("--eval-pairs", action="store_true",
                       help="also release pair histograms for the dependence heatmap (costs more noise per cell)")
+    demo.add_argument("--max-rows-per-unit", type=int, default=1, metavar="K",
+                      help="with a schema that names a privacy_unit (e.g. a patient): use at most K of a unit's rows "
+                           "per site; DP-SGD then samples and clips whole units, and every epsilon is per unit")
     demo.add_argument("--console", nargs="?", const="127.0.0.1:50151", default=None, metavar="HOST:PORT",
                       help="serve the live console (TLS; certificates and an admin token under OUT/console)")
 
@@ -100,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from server.demo import BUNDLED_DATA, BUNDLED_SCHEMA, GENERATOR_PROFILES, DemoOptions, run_demo
+        from shared.class_shares import ClassShares
 
         if (args.data is None) != (args.schema is None) and args.data is not None:
             raise FedsynthError("--data needs --schema (the table's public schema)")
@@ -111,7 +123,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             force=args.force, site_dp=args.site_dp, secure_agg=args.secure_agg, shared_noise=args.shared_noise,
             site_epsilon=args.site_epsilon, site_clip=args.site_clip, dp_bins=args.dp_bins,
             class_frequencies=args.class_frequencies, generator=args.generator, eval_noise=args.eval_noise,
-            eval_pairs=args.eval_pairs, console=args.console,
+            eval_pairs=args.eval_pairs, console=args.console, max_rows_per_unit=args.max_rows_per_unit,
+            oversample=ClassShares.parse(args.oversample, key="--oversample"),
+            sample_rate=args.sample_rate, hidden=args.hidden,
         )
         return run_demo(options)
     if args.command == "report":
@@ -146,7 +160,8 @@ def _verify_ledger(ledger: Ledger) -> int:
                 continue
             last = entries[-1]
             trusts = sorted({e.trust for e in entries} - {"local"}) or ["local"]  # what the epsilon rests on
-            line = (f"  {site} {level}-level: epsilon {last.epsilon:.4f} at delta {last.delta:g} "
+            unit = "" if last.privacy_unit is None else f" per {last.privacy_unit} (<= {last.max_rows_per_unit} rows)"
+            line = (f"  {site} {level}-level{unit}: epsilon {last.epsilon:.4f} at delta {last.delta:g} "
                     f"({last.accountant}, {len(entries)} entries; rests on: {', '.join(trusts)})")
             if trusts != ["local"]:
                 fallback = ledger.fallback_spent(site, level)

@@ -13,9 +13,11 @@ from typing import Any
 from server.console.config import ConsoleConfig
 from server.strategy import ROBUST_RULES
 from shared.accounting import ACCOUNTANTS
+from shared.class_shares import ClassShares
 from shared.errors import ConfigError
 from shared.flags import parse_flag
 from shared.plan import GENERATORS, RECORD_NOISE_MODES, SITE_DP_MODES
+from shared.schema import Schema, load_schema
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class RunConfig:
     secure_agg: bool = False
     record_noise: str = "local"
     shared_batch_size: int = 256
+    # With a schema that names a privacy unit (a patient): how many of a unit's rows a site uses at most.
+    max_rows_per_unit: int = 1
     secagg_clip_range: float = 10.0
     quantile_bins: bool = False
     class_frequencies: bool = False
@@ -71,6 +75,8 @@ class RunConfig:
     resume: bool = False
     # The live console (server.console); None = none.
     console: ConsoleConfig | None = None
+    # The target's class shares in the synthetic table (server.sampling), e.g. fraud oversampled; None = as learnt.
+    class_shares: ClassShares | None = None
 
     def __post_init__(self) -> None:
         rules: list[tuple[bool, str, object]] = [
@@ -94,6 +100,7 @@ class RunConfig:
             (self.record_noise in RECORD_NOISE_MODES, f"dp.record-noise must be one of {RECORD_NOISE_MODES}",
              self.record_noise),
             (self.shared_batch_size >= 1, "dp.shared-batch-size must be >= 1", self.shared_batch_size),
+            (self.max_rows_per_unit >= 1, "dp.max-rows-per-unit must be >= 1", self.max_rows_per_unit),
             (self.secagg_clip_range > 0, "secure-agg.clip-range must be > 0", self.secagg_clip_range),
             (self.preprocess_noise_multiplier > 0, "preprocess.noise-multiplier must be > 0",
              self.preprocess_noise_multiplier),
@@ -153,6 +160,19 @@ class RunConfig:
             )
         if not self.schema_path.is_file():
             raise ConfigError(f"schema-path: no schema file at {self.schema_path}; pass --run-config 'schema-path=\"...\"'")
+        if self.class_shares is not None or self.generator == "ctvae":  # before training, not after
+            self._check_target(load_schema(self.schema_path))
+
+    def _check_target(self, schema: Schema) -> None:
+        """The requested class shares must name the target's classes; the conditional VAE needs such a target."""
+        if self.class_shares is not None:
+            self.class_shares.check(schema)
+        target = schema.column(schema.target) if schema.target is not None else None
+        if self.generator == "ctvae" and (target is None or target.type != "categorical"):
+            raise ConfigError(
+                f"train.generator='ctvae' conditions its decoder on the target's class, and schema {schema.name!r} "
+                "has no categorical target; set \"target\" in the schema or use train.generator='tvae'"
+            )
 
     @classmethod
     def from_run_config(cls, rc: dict[str, Any]) -> RunConfig:
@@ -184,6 +204,7 @@ class RunConfig:
             secure_agg=_flag(rc, "secure-agg"),
             record_noise=str(_get(rc, "dp.record-noise", "local")),
             shared_batch_size=int(_get(rc, "dp.shared-batch-size", 256)),
+            max_rows_per_unit=int(_get(rc, "dp.max-rows-per-unit", 1)),
             secagg_clip_range=float(_get(rc, "secure-agg.clip-range", 10.0)),
             quantile_bins=_flag(rc, "preprocess.quantile-bins"),
             class_frequencies=_flag(rc, "preprocess.class-frequencies"),
@@ -202,6 +223,7 @@ class RunConfig:
             max_update_norm=float(_get(rc, "aggregate.max-update-norm", 0.0)),
             resume=_flag(rc, "resume"),
             console=ConsoleConfig.from_run_config(rc),
+            class_shares=ClassShares.parse(_get(rc, "sample.class-shares", ""), key="sample.class-shares"),
         )
 
 

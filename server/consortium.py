@@ -83,6 +83,7 @@ class ConsortiumLedger:
             site=site, round=server_round, level="record", accountant=plan.accountant, noise_multiplier=release[0],
             sample_rate=release[1], steps=release[2], delta=plan.delta,
             epsilon=epsilon(history, delta=plan.delta, accountant=plan.accountant), run_id=plan.run_id,
+            **plan.ledger_unit(),
         )
         self.ledger = self.ledger.append(entry)
 
@@ -110,6 +111,7 @@ class ConsortiumLedger:
             site=site, round=server_round, level="record", accountant=plan.accountant,
             noise_multiplier=main[0], sample_rate=main[1], steps=main[2], delta=plan.delta, epsilon=eps,
             run_id=plan.run_id, extra_releases=extra, trust=trust, fallback_noise_multiplier=fallback,
+            **plan.ledger_unit(),
         )
         self.ledger = self.ledger.append(entry)
         return eps

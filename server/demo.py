@@ -16,8 +16,10 @@ from pathlib import Path
 
 from server.split import deal_rows
 from server.local_federation import local_superlink, run_app
+from shared.class_shares import ClassShares
 from shared.errors import ConfigError, FedsynthError
 from shared.manifest import verify_output
+from shared.schema import load_schema
 
 APP_DIR = Path(__file__).resolve().parent.parent
 BUNDLED_DATA = APP_DIR / "data" / "adult" / "adult_train.csv"
@@ -43,6 +45,8 @@ GENERATOR_PROFILES = {
     # A GAN needs many more discriminator steps, and a gentler server step: at the VAE's settings the
     # averaged generators collapsed onto a few modes (mean TVD 0.72 against 0.19 at these).
     "gan": GeneratorProfile(rounds=60, local_steps=20, lr=0.5, server_lr=0.01),
+    # The conditional VAE trains as the VAE does (bank tables: examples/bank-fraud).
+    "ctvae": GeneratorProfile(rounds=30, local_steps=10, lr=1.0, server_lr=0.03),
 }
 
 
@@ -73,8 +77,16 @@ class DemoOptions:
     generator: str = "tvae"
     eval_noise: float = 10.0
     eval_pairs: bool = False
+    # With a schema that names a privacy unit (a patient): at most this many of a unit's rows per site.
+    max_rows_per_unit: int = 1
     # Serve the live console on this address (TLS, a fresh CA and admin token under OUT/console).
     console: str | None = None
+    # The target's class shares in the synthetic table (run config sample.class-shares), e.g. fraud at 50%.
+    oversample: ClassShares | None = None
+    # dp.sample-rate and train.hidden (None: the run config's defaults). A small table learns more with a
+    # smaller network (less noise in all) and a larger sample rate (a larger batch to average the noise over).
+    sample_rate: float | None = None
+    hidden: int | None = None
 
     def __post_init__(self) -> None:
         if self.sites < 1:
@@ -90,6 +102,12 @@ class DemoOptions:
             raise ConfigError(f"--eval-noise must be >= 0 (0 = no federated evaluation), got {self.eval_noise}")
         if self.rounds < 1:
             raise ConfigError(f"--rounds must be >= 1, got {self.rounds}")
+        if self.sample_rate is not None and not 0 < self.sample_rate <= 1:
+            raise ConfigError(f"--sample-rate must be in (0, 1], got {self.sample_rate}")
+        if self.hidden is not None and self.hidden < 1:
+            raise ConfigError(f"--hidden must be >= 1, got {self.hidden}")
+        if self.max_rows_per_unit < 1:
+            raise ConfigError(f"--max-rows-per-unit must be >= 1, got {self.max_rows_per_unit}")
         if self.split not in ("iid", "non-iid"):
             raise ConfigError(f"--split must be 'iid' or 'non-iid', got {self.split!r}")
         if self.shared_noise and not self.secure_agg:
@@ -102,6 +120,17 @@ class DemoOptions:
         for path, flag in ((self.data, "--data"), (self.schema, "--schema")):
             if not path.is_file():
                 raise ConfigError(f"{flag}: no file at {path}")
+        if self.oversample is not None or self.generator == "ctvae":  # refuse now, not after training
+            self._check_target()
+
+    def _check_target(self) -> None:
+        schema = load_schema(self.schema)
+        if self.oversample is not None:
+            self.oversample.check(schema)
+        target = schema.column(schema.target) if schema.target is not None else None
+        if self.generator == "ctvae" and (target is None or target.type != "categorical"):
+            raise ConfigError(f"--generator ctvae conditions on the target's class; {self.schema} names no "
+                              "categorical target")
 
 
 def run_demo(options: DemoOptions) -> int:
@@ -156,8 +185,13 @@ def demo_run_config(options: DemoOptions, out: Path, sites_dir: Path, *, synthet
     profile = GENERATOR_PROFILES[options.generator]
     run_config.update({"train.local-steps": options.local_steps or profile.local_steps, "train.lr": profile.lr,
                        "train.server-lr": profile.server_lr, "train.generator": options.generator})
+    if options.sample_rate is not None:
+        run_config["dp.sample-rate"] = options.sample_rate
+    if options.hidden is not None:
+        run_config["train.hidden"] = options.hidden
     run_config["evaluate.noise-multiplier"] = options.eval_noise
     run_config["evaluate.pairs"] = options.eval_pairs
+    run_config["dp.max-rows-per-unit"] = options.max_rows_per_unit
     if options.data.resolve() == BUNDLED_DATA and BUNDLED_HOLDOUT.is_file():
         # Adult is public, so the demo's report can also score the table centrally (a real run cannot).
         run_config["report.reference-train"] = str(BUNDLED_DATA)
@@ -181,6 +215,8 @@ def _privacy_options(options: DemoOptions) -> dict[str, object]:
         extra["preprocess.quantile-bins"] = True
     if options.class_frequencies:
         extra["preprocess.class-frequencies"] = True
+    if options.oversample is not None:
+        extra["sample.class-shares"] = options.oversample.to_text()
     if options.shared_noise:
         extra.update({"dp.record-noise": "shared", "train.local-steps": 1, "simulation.trust-secure-aggregation": True})
     return extra
@@ -210,8 +246,11 @@ def _print_summary(out: Path, seconds: float, fingerprint: str) -> None:
     record = manifest["privacy"]["record"]
     print("\nfedsynth demo finished in %.0f s" % seconds)
     print(f"  rounds: {manifest['rounds']} of {manifest['rounds_planned']}; sites: {', '.join(manifest['sites'])}")
-    print(f"  record-level epsilon spent per site (target {record['target_epsilon']:g}, delta {record['delta']:g}, "
+    level = f"per-{record['privacy_unit']}" if record.get("privacy_unit") else "record-level"
+    print(f"  {level} epsilon spent per site (target {record['target_epsilon']:g}, delta {record['delta']:g}, "
           f"{record['accountant']}):")
+    if record.get("privacy_unit"):
+        print(f"    each protects {record['unit']}")
     for site, eps in sorted(record["epsilon_per_site"].items()):
         print(f"    {site}: {eps:.4f}")
     if record.get("rests_on", ["local"]) != ["local"]:
@@ -224,6 +263,12 @@ def _print_summary(out: Path, seconds: float, fingerprint: str) -> None:
               f"{', '.join(site_level['rests_on'])}): " + ", ".join(
                   f"{s} {e:.4f}" for s, e in sorted(site_level["epsilon_per_site"].items())))
     print(f"  synthetic rows: {manifest['rows']}")
+    sampling = manifest.get("sampling", {})
+    if sampling.get("rebalanced"):
+        achieved = ", ".join(f"{c} {s:.3f}" for c, s in sampling["achieved_shares"].items())
+        print(f"  rebalanced on purpose: {sampling['column']} shares requested "
+              + ", ".join(f"{c}={s:g}" for c, s in sampling["requested_shares"].items())
+              + f"; in the table: {achieved}")
     print(f"  outputs: {out}/synthetic.csv, synthetic.parquet, ledger.json, manifest.json (+ .sig)")
     _print_quality(out)
     print(f"  signature verified (key fingerprint {fingerprint[:16]}); each site's copy is in {out}/sites/site-N-received/")

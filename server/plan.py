@@ -75,6 +75,8 @@ def make_plan(config: RunConfig, schema: Schema, *, run_id: str | None = None) -
         evaluate_holdout_fraction=config.evaluate_holdout_fraction,
         evaluate_pairs=config.evaluate_pairs,
         generator=config.generator,
+        privacy_unit=schema.privacy_unit or "",
+        max_rows_per_unit=config.max_rows_per_unit if schema.privacy_unit else 0,
     )
 
 
@@ -108,13 +110,17 @@ def planned_site_epsilon(plan: TrainingPlan, rounds: int | None = None) -> float
 def describe_plan(plan: TrainingPlan) -> str:
     """The plan as a coordinator reads it before training starts."""
     per_round = [planned_epsilon(plan, r) for r in range(1, plan.rounds + 1)]
+    sampled = f"{plan.privacy_unit} units" if plan.per_unit else "rows"
     lines = [
         f"run {plan.run_id}: {plan.rounds} rounds x {plan.local_steps} local DP-SGD steps per site",
-        f"  sample rate {plan.sample_rate:g} (Poisson), clipping norm {plan.max_grad_norm:g}, "
+        f"  sample rate {plan.sample_rate:g} (Poisson over {sampled}), clipping norm {plan.max_grad_norm:g}, "
         f"noise multiplier {plan.noise_multiplier:.4f} (solved), loss-metric noise {plan.metric_noise_multiplier:g}",
         f"  record-level budget: epsilon {plan.target_epsilon:g} at delta {plan.delta:g} ({plan.accountant} accountant)",
         "  epsilon per site after each round: " + ", ".join(f"{e:.3f}" for e in per_round),
     ]
+    if plan.per_unit:
+        lines[2] = (f"  per-{plan.privacy_unit} budget: epsilon {plan.target_epsilon:g} at delta {plan.delta:g} "
+                    f"({plan.accountant} accountant); protects {plan.unit_description()}")
     if plan.preprocess_noise_multiplier > 0:
         spec = HistogramSpec.from_json(plan.preprocess_spec_json)
         what = [f"quantile bins for {', '.join(spec.edges)}"] if spec.edges else []
@@ -129,7 +135,8 @@ def describe_plan(plan: TrainingPlan) -> str:
             delta=plan.delta, accountant=plan.accountant,
         )
         lines.append(
-            f"  evaluation (paid, after the last round): {plan.evaluate_holdout_fraction:.0%} of each site's rows "
+            f"  evaluation (paid, after the last round): {plan.evaluate_holdout_fraction:.0%} of each site's "
+            f"{plan.privacy_unit + ' units' if plan.per_unit else 'rows'} "
             f"held out of training; one release of noisy score histograms, noise multiplier "
             f"{plan.evaluate_noise_multiplier:g}; epsilon per site with it {final:.3f}"
         )

@@ -1,5 +1,6 @@
-"""Publishing the run: sample the pooled synthetic table from the final generator, write it with the plan
-and the ledger, and sign a manifest over all of it. Sampling is post-processing: it costs no privacy.
+"""Publishing the run: write the pooled synthetic table (drawn by ``server.sampling``) with the plan and the
+ledger, and sign a manifest over all of it, including how the table was drawn. Sampling is post-processing:
+it costs no privacy.
 """
 
 from __future__ import annotations
@@ -13,16 +14,12 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from server.consortium import ROUNDS_FILE
 from server.evaluation import EVALUATION_FILE, FederatedEvaluation
 from shared.atomic import atomic_write_bytes, atomic_write_text
-from shared.ctgan import DPCTGANGenerator
-from shared.encoding import TableEncoder
 from shared.generator import TabularGenerator, state_hash
 from shared.ledger import Ledger
 from shared.manifest import write_signed_manifest
@@ -57,13 +54,14 @@ def publish(
     ledger: Ledger,
     rounds_completed: int,
     key: Ed25519PrivateKey,
-    class_frequencies: dict[str, dict[str, float]] | None = None,
+    sampling: dict[str, object] | None = None,
     evaluation: FederatedEvaluation | None = None,
 ) -> Publication:
     """Write synthetic.csv/.parquet, plan.json, ledger.json (and the evaluation and round files), then sign.
 
-    ``table`` comes from :func:`sample_table`; the sites have scored it (``evaluation``) before it is
-    published, so the ledger written here already holds the evaluation's cost.
+    ``table`` and ``sampling`` (how it was drawn) come from ``server.sampling.sample_table``; the sites have
+    scored it (``evaluation``) before it is published, so the ledger written here already holds the
+    evaluation's cost.
     """
     _write_table(out_dir, table)
     atomic_write_text(out_dir / "plan.json", plan.to_json() + "\n")
@@ -75,10 +73,7 @@ def publish(
         evaluation.write(out_dir / EVALUATION_FILE)
         files.append(EVALUATION_FILE)
     manifest = _manifest(generator, schema, plan, ledger, rounds_completed, len(table))
-    manifest["sampling"] = (
-        {"method": "conditional on DP class frequencies", "class_frequencies": class_frequencies}
-        if class_frequencies else {"method": "unconditional"}
-    )
+    manifest["sampling"] = sampling or {"method": "unconditional"}
     manifest["evaluation"] = _evaluation_section(plan, evaluation)
     write_signed_manifest(out_dir, manifest, files, key)
     return Publication(out_dir=out_dir, files=tuple(files), rows=len(table), manifest=manifest)
@@ -100,69 +95,9 @@ def _evaluation_section(plan: TrainingPlan, evaluation: FederatedEvaluation | No
         "noise_std_per_cell_and_site": evaluation.noise_std,
         "synthetic_sha256": evaluation.synthetic_sha256,
         "charged_at_round": plan.evaluation_round,
+        **({"counted": f"one row per {plan.privacy_unit} (so one unit moves each histogram as one row does)"}
+           if plan.per_unit else {}),
     }
-
-
-_POOL_FACTOR = 3  # candidates per requested row when sampling class by class
-
-
-def sample_table(
-    generator: TabularGenerator, encoder: TableEncoder, rows: int, seed: int,
-    class_frequencies: dict[str, dict[str, float]] | None = None,
-) -> pd.DataFrame:
-    """Sample ``rows`` rows (post-processing: no privacy cost); with DP class frequencies, draw each class's quota from a larger pool.
-
-    The generator under-represents minority classes under DP noise; matching the target's DP-estimated
-    class shares (post-processing of two DP releases) corrects that without touching any real row.
-    """
-    sampler = torch.Generator().manual_seed(seed)
-    if not class_frequencies:
-        return encoder.decode(generator.sample(rows, generator=sampler))
-    ((column, shares),) = class_frequencies.items()
-    if isinstance(generator, DPCTGANGenerator):
-        try:
-            return _sample_by_condition(generator, encoder, rows, seed, column, shares, sampler)
-        except ValueError as problem:  # a weakly trained GAN may not honour its condition yet
-            logger.warning("conditional sampling fell back to a filtered pool: %s", problem)
-    pool = encoder.decode(generator.sample(rows * _POOL_FACTOR, generator=sampler))
-    rng = np.random.default_rng(seed)
-    parts = []
-    for category, quota in _quotas(shares, rows).items():
-        candidates = pool[pool[column] == category]
-        if quota and candidates.empty:
-            logger.warning("the generator produced no %r row of class %r; that class is missing", column, category)
-            continue
-        if quota:
-            parts.append(candidates.sample(n=quota, replace=len(candidates) < quota, random_state=rng))
-    table = pd.concat(parts) if parts else pool.iloc[:0]
-    if len(table) < rows:  # classes the generator never produced: fill with unconditional rows
-        table = pd.concat([table, pool.sample(n=rows - len(table), replace=True, random_state=rng)])
-    return table.sample(frac=1.0, random_state=rng).reset_index(drop=True)
-
-
-def _sample_by_condition(
-    generator: DPCTGANGenerator, encoder: TableEncoder, rows: int, seed: int, column: str, shares: dict[str, float],
-    sampler: torch.Generator,
-) -> pd.DataFrame:
-    """The conditional GAN draws each class's quota directly, conditioned on the class (no rejection pool)."""
-    categories = list(encoder.schema.column(column).categories or ())
-    parts = []
-    for category, quota in _quotas(shares, rows).items():
-        if quota:
-            parts.append(encoder.decode(
-                generator.sample_conditional(quota, column, categories.index(category), generator=sampler)
-            ))
-    table = pd.concat(parts) if parts else encoder.decode(generator.sample(rows, generator=sampler))
-    return table.sample(frac=1.0, random_state=np.random.default_rng(seed)).reset_index(drop=True)
-
-
-def _quotas(shares: dict[str, float], rows: int) -> dict[str, int]:
-    """Largest-remainder rounding of ``shares * rows`` so the quotas add up to ``rows`` exactly."""
-    raw = {c: s * rows for c, s in shares.items()}
-    quotas = {c: int(v) for c, v in raw.items()}
-    for c in sorted(raw, key=lambda c: raw[c] - quotas[c], reverse=True)[: rows - sum(quotas.values())]:
-        quotas[c] += 1
-    return quotas
 
 
 def _write_table(out_dir: Path, table: pd.DataFrame) -> None:
@@ -194,7 +129,10 @@ def _manifest(
             "noise": plan.record_noise,
             "rests_on": _trusts(ledger, "record"),
             "epsilon_if_trust_fails_per_site": _fallback(ledger, "record"),
-            "unit": "one row of a site's table",
+            "unit": plan.unit_description(),
+            **({"privacy_unit": plan.privacy_unit, "max_rows_per_unit": plan.max_rows_per_unit,
+                "sampled": f"Poisson over {plan.privacy_unit} units; each unit's gradient (its rows together) "
+                           "clipped as one sample"} if plan.per_unit else {}),
         }
     }
     if plan.site_dp != "off":

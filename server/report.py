@@ -63,7 +63,7 @@ def build_report(run_dir: Path, *, reference: tuple[Path, Path] | None = None) -
     evaluation = FederatedEvaluation.read(run_dir / EVALUATION_FILE) if (run_dir / EVALUATION_FILE).is_file() else None
     rounds = json.loads((run_dir / ROUNDS_FILE).read_text())["rounds"] if (run_dir / ROUNDS_FILE).is_file() else []
 
-    notes: list[str] = []
+    notes: list[str] = _unit_notes(plan)
     pooled = site_scores = None
     if evaluation is not None:
         _check_table(evaluation, run_dir / "synthetic.csv", notes)
@@ -100,7 +100,7 @@ def build_report(run_dir: Path, *, reference: tuple[Path, Path] | None = None) -
         "bias": _bias(pooled, evaluation, synthetic, schema),
         "sites": _sites(site_scores),
         "reference": reference_scores,
-        "notes": notes + _standard_notes(evaluation),
+        "notes": notes + _sampling_notes(manifest) + _standard_notes(evaluation),
     }
 
 
@@ -131,6 +131,10 @@ def _run(manifest: dict[str, Any], plan: dict[str, Any], schema: Schema, manifes
         "manifest_sha256": hashlib.sha256(manifest_path.read_bytes()).hexdigest(),
         "noise_multiplier": record["noise_multiplier"],
         "record_noise": record.get("noise"),
+        "privacy_unit": record.get("privacy_unit"),
+        "max_rows_per_unit": record.get("max_rows_per_unit"),
+        # How the table was drawn (server.sampling): a rebalanced target says so, with the shares asked for.
+        "sampling": manifest.get("sampling", {"method": "unconditional"}),
     }
 
 
@@ -158,7 +162,7 @@ def _privacy(ledger: Ledger, plan: dict[str, Any], manifest: dict[str, Any]) -> 
     site_level = manifest["privacy"].get("site")
     return {
         "budget": plan["target_epsilon"],
-        "unit": "record-level epsilon (one row of a site's table)",
+        "unit": _unit_text(record),
         "per_round": [{"round": r, "epsilon": per_round[r]} for r in sorted(per_round)],
         "final": record["epsilon_per_site"],
         "evaluation": {"epsilon": evaluation_eps, "noise_multiplier": plan.get("evaluate_noise_multiplier")}
@@ -167,6 +171,13 @@ def _privacy(ledger: Ledger, plan: dict[str, Any], manifest: dict[str, Any]) -> 
                                     for k, v in fallback.items()) else None,
         "site_level": _site_level(ledger, plan, site_level) if site_level else None,
     }
+
+
+def _unit_text(record: dict[str, Any]) -> str:
+    """What each epsilon protects, as the manifest says it (one row, or one unit such as a patient)."""
+    if record.get("privacy_unit"):
+        return f"per-{record['privacy_unit']} epsilon: protects {record.get('unit')}"
+    return "record-level epsilon (one row of a site's table)"
 
 
 def _site_level(ledger: Ledger, plan: dict[str, Any], manifest_site: dict[str, Any]) -> dict[str, Any]:
@@ -365,6 +376,36 @@ def _reference_dependence(
             d[x][y] = abs(vr - vs) if vr is not None and vs is not None else None
     return {"measure": "Cramér's V on the report's levels", "columns": names, "real": r, "synthetic": s,
             "difference": d, "std": None, "source": f"reference table {source} (exact, not DP)"}
+
+
+def _unit_notes(plan: dict[str, Any]) -> list[str]:
+    """What a privacy unit changes in how to read the scores (nothing for a record-level run)."""
+    unit, rows = plan.get("privacy_unit"), plan.get("max_rows_per_unit")
+    if not unit:
+        return []
+    return [
+        f"The privacy unit is {unit}: every epsilon protects one {unit} with all of its rows at a site. Each site "
+        f"trained on at most {rows} rows per {unit}, clipping each {unit}'s gradient as one sample, so units with "
+        "many rows weigh less than their row count: the synthetic table leans toward one row per unit. The hold-out "
+        f"is whole units, and every count in the evaluation release is one row per {unit} (so are the real shares "
+        "and scores here)."
+    ]
+
+
+def _sampling_notes(manifest: dict[str, Any]) -> list[str]:
+    """A rebalanced table's target marginal differs from the real one on purpose: say so beside the scores."""
+    sampling = manifest.get("sampling") or {}
+    if not sampling.get("rebalanced"):
+        return []
+    asked = ", ".join(f"{c} {s:g}" for c, s in sampling["requested_shares"].items())
+    made = ", ".join(f"{c} {s:.3f}" for c, s in sampling["achieved_shares"].items())
+    return [
+        f"Rebalanced on purpose: the coordinator asked for {sampling['column']} shares {asked} (sample.class-shares); "
+        f"the table has {made}, each class drawn from the generator conditioned on it (post-processing, no privacy "
+        f"cost, no row copied). The {sampling['column']} marginal, and any mean TVD over the categorical columns "
+        "that includes it, differs from the real data by design; AUC does not depend on class shares, accuracy "
+        "and F1 do."
+    ]
 
 
 def _standard_notes(evaluation: FederatedEvaluation | None) -> list[str]:

@@ -166,12 +166,22 @@ def _header(run: Mapping[str, Any]) -> str:
          + (f' <code class="hash">{esc(schema_hash)}</code>' if schema_hash else "")),
         ("Privacy accounting", f"{esc(run.get('accountant') or 'n/a')} accountant, "
          f"target &epsilon; {fmt_eps(run.get('target_epsilon'))}, &delta; {esc(fmt_g(run.get('delta')))}"),
-        ("Target column", esc(run.get("target_column") or "none")),
+        ("Target column", esc(run.get("target_column") or "none") + _class_shares(run.get("sampling"))),
         ("Sensitive columns", esc(", ".join(map(str, as_list(run.get("sensitive_columns")))) or "none")),
         ("Signed", sign),
     ]
     rows = "".join(f"<dt>{esc(k)}</dt><dd>{v}</dd>" for k, v in items)
     return f'<header>\n<h1>Synthetic data report</h1>\n<dl class="run">{rows}</dl>\n{_contents()}\n</header>'
+
+
+def _class_shares(sampling: Any) -> str:
+    """The target's class shares in the table when the coordinator chose them (a rebalanced table)."""
+    if not isinstance(sampling, Mapping) or not sampling.get("rebalanced"):
+        return ""
+    asked = ", ".join(f"{esc(c)} = {esc(fmt_g(v))}" for c, v in (sampling.get("requested_shares") or {}).items())
+    made = ", ".join(f"{esc(c)} {finite(v) or 0:.3f}" for c, v in (sampling.get("achieved_shares") or {}).items())
+    return (f' <strong class="warn">rebalanced on purpose</strong>: shares requested {asked}; in the table {made} '
+            "(each class drawn from the generator conditioned on it)")
 
 
 _CONTENTS = [

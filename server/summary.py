@@ -14,6 +14,9 @@ def summarize(publication: Publication, plan: TrainingPlan, receipts: dict[str, 
         f"record-level privacy (delta {plan.delta:g}, {plan.accountant} accountant), target epsilon "
         f"{plan.target_epsilon:g}:",
     ]
+    if plan.per_unit:
+        lines[1] = (f"per-{plan.privacy_unit} privacy (delta {plan.delta:g}, {plan.accountant} accountant; protects "
+                    f"{plan.unit_description()}), target epsilon {plan.target_epsilon:g}:")
     for site, eps in sorted(privacy["epsilon_per_site"].items()):  # type: ignore[index]
         lines.append(f"  {site}: epsilon {eps:.4f} spent of {plan.target_epsilon:g}")
     site_level = manifest["privacy"].get("site")  # type: ignore[attr-defined]

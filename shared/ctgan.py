@@ -12,6 +12,9 @@ Privacy argument, which the code below is shaped to keep:
   so the per-sample gradient Opacus clips is the gradient of that row's pair loss; removing the row removes
   its pair. Only ``Linear`` layers and elementwise activations (no batch norm, no dropout, no layer used twice),
   so ghost clipping's norm of a 3-D input is exact (checked in tests/unit/test_ctgan.py).
+- With a privacy unit (``client.units``) a sample is one unit's rows, each with its fake partner, laid out
+  as (2k, features): real rows at even positions, their partners at odd ones, padding (all-zero real rows,
+  with all-zero partners) counting nothing. The clipped per-sample gradient is then the unit's pair losses'.
 - A real row's condition is drawn from that row alone. No real class frequency is ever used: the generator's
   conditions are uniform, or follow ``condition_frequencies`` that were released with DP beforehand.
 
@@ -38,14 +41,13 @@ from torch import nn
 from torch.func import functional_call
 
 from shared.encoding import OutputBlock
-from shared.generator import TabularGenerator
+from shared.generator import TabularGenerator, draw_until
 from shared.schema import Schema
 
 __all__ = ["DPCTGANGenerator", "GANConfig", "GANDiscriminatorLoss", "slot_frequencies"]
 
 _LEAK = 0.2  # LeakyReLU slope, as CTGAN
 _ADAM_BETAS = (0.5, 0.9)  # CTGAN's generator optimizer
-_MAX_REJECTION_ROUNDS = 20
 
 
 @dataclass(frozen=True)
@@ -91,15 +93,19 @@ class _Networks(nn.Module):
 
 
 class GANDiscriminatorLoss(nn.Module):
-    """Per-row non-saturating GAN loss of the discriminator on a (real, fake) pair of logits of shape (N, 2, 1)."""
+    """Non-saturating GAN loss of the discriminator per sample: logits (N, 2, 1) of a (real, fake) pair, or
+    (N, 2k, 1) of a unit's k pairs (real at even positions), summed over the pairs whose real row is present."""
 
     def __init__(self) -> None:
         super().__init__()
         self.reduction = "mean"
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        del target  # the labels are the positions: 0 is the real row, 1 its fake partner
-        loss = F.softplus(-output[:, 0, 0]) + F.softplus(output[:, 1, 0])
+        # The labels are the positions (even: a real row, odd: its fake partner); the target says which real
+        # rows are there (padding is all zero). A lone pair is always there, so this is its plain pair loss.
+        present = (target[:, 0::2] != 0).any(dim=-1)
+        pairs = F.softplus(-output[:, 0::2, 0]) + F.softplus(output[:, 1::2, 0])
+        loss = (pairs * present).sum(dim=1)
         if self.reduction == "none":
             return loss
         return loss.sum() if self.reduction == "sum" else loss.mean()
@@ -159,9 +165,9 @@ class DPCTGANGenerator(TabularGenerator):
     def train_step(
         self, batch: torch.Tensor, *, model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
     ) -> None:
-        """One (DP) discriminator step on ``batch``, then ``config.generator_steps`` generator steps."""
+        """One (DP) discriminator step on ``batch`` (rows or units), then ``config.generator_steps`` generator steps."""
         self._place(batch.device)
-        pairs = self._pairs(batch, self._pair_rng)
+        pairs = self._unit_pairs(batch, self._pair_rng) if batch.dim() == 3 else self._pairs(batch, self._pair_rng)
         optimizer.zero_grad(set_to_none=True)
         loss = criterion(model(pairs), pairs)
         loss.backward()
@@ -219,7 +225,7 @@ class DPCTGANGenerator(TabularGenerator):
         """Draw ``n`` encoded rows whose ``column`` is the category in ``category``'s slot (to oversample it).
 
         Rows are generated conditioned on the category and the ones the generator still gave another category
-        are drawn again, for a bounded number of rounds; a ValueError says when the generator cannot make it.
+        are drawn again (``shared.generator.draw_until``); a ValueError says when the generator cannot make it.
         """
         names = [b.column for b in self._cond_blocks]
         if column not in names:
@@ -229,25 +235,14 @@ class DPCTGANGenerator(TabularGenerator):
         if not 0 <= category < block.width:
             raise ValueError(f"column {column!r} has category slots 0..{block.width - 1}, got {category}")
         self._place(self._device())
-        kept: list[torch.Tensor] = []
-        made = 0
-        for _ in range(_MAX_REJECTION_ROUNDS):
-            want = n - sum(len(k) for k in kept)
-            if want <= 0:
-                break
-            draws = max(2 * want, 64)
+
+        def conditioned(draws: int) -> np.ndarray:
             conditions = _Conditions(torch.full((draws,), index), torch.full((draws,), category))
             fake, _, _ = self._generate(conditions, generator, self._device(), hard=True)
-            made += draws
-            fake = fake.cpu()
-            kept.append(fake[fake[:, block.start + category] == 1.0][:want])
-        rows = torch.cat(kept)
-        if len(rows) < n:
-            raise ValueError(
-                f"the generator gave {column!r} slot {category} in only {len(rows)} of {made} conditioned draws; "
-                "train it longer, or sample unconditionally"
-            )
-        return rows.numpy().astype(np.float32)
+            return fake.cpu().numpy()
+
+        return draw_until(n, conditioned, block.start + category, dim=self.dim,
+                          what=f"{column!r} slot {category} (conditioned)")
 
     @property
     def weights(self) -> nn.Module:
@@ -281,6 +276,15 @@ class DPCTGANGenerator(TabularGenerator):
         with torch.no_grad():
             fake, _, cond = self._generate(conditions, rng, batch.device, hard=False)
         return torch.stack([torch.cat([batch, cond], dim=1), torch.cat([fake, cond], dim=1)], dim=1)
+
+    def _unit_pairs(self, units: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        """(N, 2k, dim + cond): each unit's real rows paired as in ``_pairs``, padding rows left all zero."""
+        n, k, _ = units.shape
+        present = (units != 0).any(dim=-1)
+        rows = self._pairs(units[present], rng)  # (real rows, 2, dim + cond), in batch order
+        out = units.new_zeros((n, k, 2, rows.shape[-1]))
+        out[present] = rows
+        return out.reshape(n, 2 * k, rows.shape[-1])
 
     def _row_conditions(self, batch: torch.Tensor, rng: torch.Generator) -> _Conditions:
         """Per real row, a random conditional column and that row's own category in it (from the row alone)."""

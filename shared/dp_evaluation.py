@@ -18,6 +18,8 @@ A hold-out row adds 1 to exactly one cell of each hold-out family and a training
 ``dcr:train``; the hold-out and training rows are disjoint (``client.holdout``). Under add/remove adjacency the
 L2 sensitivity of the whole release is therefore ``sqrt(F)`` with F the number of hold-out families, and
 each cell gets N(0, (z * sqrt(F))^2): the Gaussian mechanism with noise multiplier z, charged ``(z, 1.0, 1)``.
+With a privacy unit (``client.units``) a site counts one row per unit on each side, so the same sensitivity
+holds per unit (a patient held out, or trained on, moves the release as one row does).
 Everything after that (summing sites, clipping negative counts, scores, their spread) is post-processing.
 """
 

@@ -12,6 +12,10 @@ conditional sampling), each site releases noisy histograms over a *public* grid,
   quantiles, frequencies), which costs nothing more.
 
 Missing values get a cell of their own, so a row always lands in exactly one cell per histogram.
+
+With a privacy unit (a patient, ``client.units``) the site passes one row per unit, so adding or removing a
+unit moves the histograms as one row does and the sensitivity above holds per unit. The estimates are then
+of the per-unit distribution (one encounter per patient), not the per-row one.
 """
 
 from __future__ import annotations

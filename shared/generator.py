@@ -10,17 +10,25 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
 from torch import nn
+
+from shared.encoding import OutputBlock
+
+_MAX_DRAWS_PER_ROW = 200  # rejection sampling gives up when fewer than 1 draw in this many has the class
+_MIN_DRAWS = 10_000
+_CHUNK = 16_384  # rows drawn at a time (bounds memory for wide layouts)
 
 
 class TabularGenerator(ABC):
     """A synthesizer over a fixed encoded layout (see ``shared.encoding``)."""
 
     name: str
+    blocks: tuple[OutputBlock, ...]  # the encoder's layout the generator was built for
+    dim: int
 
     @property
     @abstractmethod
@@ -47,6 +55,20 @@ class TabularGenerator(ABC):
     @abstractmethod
     def sample(self, n: int, *, generator: torch.Generator) -> np.ndarray:
         """Draw ``n`` encoded rows (float32, the encoder's layout)."""
+
+    def sample_conditional(self, n: int, column: str, category: int, *, generator: torch.Generator) -> np.ndarray:
+        """Draw ``n`` encoded rows whose categorical ``column`` is the category in slot ``category``.
+
+        Post-processing of the trained model, so free: how a class is oversampled without copying any row. The
+        default conditions by rejection (draw from the model, keep the rows of that category), which is exactly
+        the model's conditional distribution; one with a condition input (the GAN, ``ctvae``) overrides it. A
+        ValueError says when the model makes the category in fewer than one draw in ``_MAX_DRAWS_PER_ROW``.
+        """
+        block = categorical_block(self.blocks, column)
+        if not 0 <= category < block.width:
+            raise ValueError(f"column {column!r} has category slots 0..{block.width - 1}, got {category}")
+        return draw_until(n, lambda k: self.sample(k, generator=generator), block.start + category,
+                          dim=self.dim, what=f"{column!r} slot {category}")
 
     def per_row_loss(self, data: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
         """The training loss of each row of ``data`` (shape (N,)), without gradients, for the noisy loss metric.
@@ -89,6 +111,38 @@ class TabularGenerator(ABC):
                 raise ValueError(f"generator parameter {key!r} contains non-finite values")
             tensors[key] = tensor.to(own[key].dtype)
         self.weights.load_state_dict(tensors)
+
+
+def draw_until(n: int, draw: Callable[[int], np.ndarray], slot: int, *, dim: int, what: str) -> np.ndarray:
+    """Rejection sampling: ``draw(k)`` rows in chunks and keep those whose one-hot ``slot`` is set, until ``n``.
+
+    Gives up with a ValueError after ``max(_MAX_DRAWS_PER_ROW * n, _MIN_DRAWS)`` draws.
+    """
+    kept, have, made = [np.zeros((0, dim), dtype=np.float32)], 0, 0
+    budget = max(_MAX_DRAWS_PER_ROW * n, _MIN_DRAWS)
+    while have < n and made < budget:
+        draws = min(_CHUNK, budget - made, max(4 * (n - have), 1024))
+        rows = np.asarray(draw(draws))
+        made += draws
+        hits = rows[rows[:, slot] == 1.0][: n - have]
+        kept.append(hits)
+        have += len(hits)
+    if have < n:
+        raise ValueError(
+            f"the generator gave {what} in only {have} of {made} draws; train it longer, or ask for a smaller "
+            "share of that class"
+        )
+    return np.concatenate(kept).astype(np.float32)
+
+
+def categorical_block(blocks: tuple[OutputBlock, ...], column: str) -> OutputBlock:
+    """The one-hot block of a categorical column (a number's bin block is not a class)."""
+    numeric = {b.column for b in blocks if b.kind == "offset"}
+    found = next((b for b in blocks if b.column == column and b.kind == "categorical"), None)
+    if found is None or column in numeric:
+        names = [b.column for b in blocks if b.kind == "categorical" and b.column not in numeric]
+        raise ValueError(f"cannot condition on {column!r}: the categorical columns are {names}")
+    return found
 
 
 def state_hash(state: Mapping[str, torch.Tensor | np.ndarray]) -> str:

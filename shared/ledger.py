@@ -7,7 +7,9 @@ the same format. The file is JSON::
 
 Each entry records the parameters of what was released in one round (the DP-SGD run, or the site-level
 noise, plus any other release such as a noisy metric) and the epsilon *cumulative* for that site and level
-after it. Because the parameters are logged, every epsilon can be recomputed from the file alone
+after it. A record-level entry whose run had a privacy unit (``client.units``) says so (``privacy_unit``,
+``max_rows_per_unit``): its epsilon is then per unit (a patient), and one budget never mixes units.
+Because the parameters are logged, every epsilon can be recomputed from the file alone
 (:meth:`Ledger.verify`), and an entry whose epsilon disagrees with its history is refused.
 
 Write-ahead: :meth:`Ledger.append` and :func:`record_spend` return only after the file is durably
@@ -93,10 +95,15 @@ class LedgerEntry:
     # The noise multiplier of this site's own release seen alone, when it is below ``noise_multiplier``
     # because the rest comes from other sites: what the epsilon falls back to if the trust fails.
     fallback_noise_multiplier: float | None = None
+    # Whom the epsilon protects: None = one row (record-level, as every entry before units existed); else the
+    # identifier column of the unit (a patient) and how many of a unit's rows the site used at most.
+    privacy_unit: str | None = None
+    max_rows_per_unit: int | None = None
 
     def __post_init__(self) -> None:
         where = f"ledger entry (site {self.site!r}, round {self.round!r})"
         _check_identity(self, where)
+        _check_unit(self, where)
         if self.trust not in TRUSTS:
             raise LedgerError(f"{where}: trust must be one of {TRUSTS}, got {self.trust!r}")
         if self.fallback_noise_multiplier is not None:
@@ -123,16 +130,19 @@ class LedgerEntry:
         return [(float(noise), float(self.sample_rate), self.steps), *self.history()[1:]]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data."""
+        """Plain JSON-ready data (a record-level entry has no unit keys, so its file is as it always was)."""
         data = asdict(self)
         data["extra_releases"] = [asdict(r) for r in self.extra_releases]
+        if self.privacy_unit is None:
+            del data["privacy_unit"], data["max_rows_per_unit"]
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LedgerEntry:
         """Inverse of :meth:`to_dict`; raises LedgerError on a missing, unknown or invalid field."""
         values = _exact_keys(
-            data, cls, "ledger entry", optional=("extra_releases", "trust", "fallback_noise_multiplier")
+            data, cls, "ledger entry",
+            optional=("extra_releases", "trust", "fallback_noise_multiplier", "privacy_unit", "max_rows_per_unit"),
         )
         extras = values.get("extra_releases", [])
         if not isinstance(extras, list) or not all(isinstance(r, Mapping) for r in extras):
@@ -150,6 +160,19 @@ def _check_identity(entry: LedgerEntry, where: str) -> None:
         raise LedgerError(f"{where}: level must be one of {LEVELS}, got {entry.level!r}")
     if not isinstance(entry.run_id, str) or not entry.run_id:
         raise LedgerError(f"{where}: run_id must be a non-empty string")
+
+
+def _check_unit(entry: LedgerEntry, where: str) -> None:
+    unit, rows = entry.privacy_unit, entry.max_rows_per_unit
+    if (unit is None) != (rows is None):
+        raise LedgerError(f"{where}: privacy_unit and max_rows_per_unit go together; give both or neither")
+    if unit is not None and (not isinstance(unit, str) or not unit):
+        raise LedgerError(f"{where}: privacy_unit must be a column name, got {unit!r}")
+    if rows is not None and (not isinstance(rows, int) or isinstance(rows, bool) or rows < 1):
+        raise LedgerError(f"{where}: max_rows_per_unit must be an integer >= 1, got {rows!r}")
+    if unit is not None and entry.level != "record":
+        raise LedgerError(f"{where}: a privacy unit applies to the record level (the site's DP-SGD), "
+                          f"not {entry.level!r}")
 
 
 def _check_mechanism(entry: Sequence[float | int], where: str) -> None:
@@ -293,11 +316,18 @@ class Ledger:
         return updated
 
     def _check_consistent(self, entry: LedgerEntry) -> None:
-        """One budget is one (delta, accountant): mixing them would make the sum meaningless."""
+        """One budget is one (delta, accountant, unit): mixing them would make the sum meaningless."""
         earlier = self.entries_for(entry.site, entry.level)
         if not earlier:
             return
         first = earlier[0]
+        if first.privacy_unit != entry.privacy_unit:
+            # A per-row epsilon does not bound what a person with many rows risks, nor the reverse for the sum.
+            raise LedgerError(
+                f"refused ledger entry for site {entry.site!r}, round {entry.round}: it protects "
+                f"{_unit_name(entry.privacy_unit)} but earlier {entry.level}-level entries protect "
+                f"{_unit_name(first.privacy_unit)}; one budget has one privacy unit (start a new ledger file)"
+            )
         if (first.delta, first.accountant) != (entry.delta, entry.accountant):
             raise LedgerError(
                 f"refused ledger entry for site {entry.site!r}, round {entry.round}: its "
@@ -330,6 +360,10 @@ class Ledger:
                 "budget.\n  " + "\n  ".join(bad)
             )
         return len(self.entries)
+
+
+def _unit_name(unit: str | None) -> str:
+    return "one row" if unit is None else f"one {unit}"
 
 
 def _same_epsilon(recorded: float, expected: float) -> bool:
@@ -370,6 +404,8 @@ def record_spend(
     run_id: str,
     trust: str = "local",
     fallback_noise_multiplier: float | None = None,
+    privacy_unit: str | None = None,
+    max_rows_per_unit: int | None = None,
 ) -> LedgerEntry:
     """Load the ledger, charge ``releases`` to ``site`` at ``level``, write it durably, return the entry.
 
@@ -396,6 +432,8 @@ def record_spend(
             extra_releases=tuple(extras),
             trust=trust,
             fallback_noise_multiplier=fallback_noise_multiplier,
+            privacy_unit=privacy_unit,
+            max_rows_per_unit=max_rows_per_unit,
         )
         ledger._check_consistent(draft)
         entry = replace(draft, epsilon=ledger._cumulative_epsilon(draft))

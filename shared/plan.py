@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.accounting import History
 from shared.errors import ConfigError
 from shared.secure_aggregation import SecAggConfig
-from shared.tvae import TVAEConfig
+
+if TYPE_CHECKING:  # shared.tvae imports torch, which a message that does not train never needs
+    from shared.tvae import TVAEConfig
 
 # Per-row losses are clipped to [0, LOSS_BOUND] before the noisy training-loss metric is released, which
 # bounds one row's influence on the metric (its sensitivity).
@@ -22,7 +24,7 @@ LOSS_BOUND = 100.0
 ROUND_RELEASE_NAMES = ("dp-sgd", "train-loss")
 SITE_DP_MODES = ("off", "central", "distributed")
 RECORD_NOISE_MODES = ("local", "shared")
-GENERATORS = ("tvae", "gan")
+GENERATORS = ("tvae", "gan", "ctvae")
 # What each epsilon rests on, as the ledgers record it (see docs/PRIVACY.md).
 TRUST_LOCAL = "local"  # the site added all the noise itself: holds against everyone
 TRUST_SECAGG = "secure-aggregation"  # the rest of the noise came from other sites; the sum hid their shares
@@ -67,6 +69,11 @@ class TrainingPlan:
     evaluate_holdout_fraction: float = 0.0
     evaluate_pairs: bool = False
     generator: str = "tvae"
+    # The privacy unit (client.units): "" = each row is its own unit (record-level DP); else the schema's
+    # identifier column whose every row at a site is protected together, at most ``max_rows_per_unit`` of them
+    # used, each DP-SGD sample one unit. 0 rows for record-level plans.
+    privacy_unit: str = ""
+    max_rows_per_unit: int = 0
 
     def __post_init__(self) -> None:
         checks = [
@@ -94,13 +101,36 @@ class TrainingPlan:
             (0 <= self.evaluate_holdout_fraction < 1, "evaluate.holdout-fraction must be in [0, 1)"),
             (self.evaluate_noise_multiplier == 0 or self.evaluate_holdout_fraction > 0,
              "federated evaluation needs a hold-out fraction > 0"),
+            ((self.privacy_unit == "") == (self.max_rows_per_unit == 0),
+             "a privacy unit needs dp.max-rows-per-unit >= 1 (and a record-level plan has none)"),
+            (isinstance(self.max_rows_per_unit, int) and self.max_rows_per_unit >= 0,
+             "dp.max-rows-per-unit must be an integer >= 1"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
 
     @property
+    def per_unit(self) -> bool:
+        """True when the guarantee protects a unit (all of a patient's rows at a site), not one row."""
+        return self.privacy_unit != ""
+
+    def unit_description(self) -> str:
+        """What one epsilon of this plan protects, in words (manifest, report, ledger tools)."""
+        if not self.per_unit:
+            return "one row of a site's table"
+        return unit_description(self.privacy_unit, self.max_rows_per_unit)
+
+    def ledger_unit(self) -> dict[str, Any]:
+        """The unit fields of a record-level ledger entry (none for a record-level plan, as before)."""
+        if not self.per_unit:
+            return {}
+        return {"privacy_unit": self.privacy_unit, "max_rows_per_unit": self.max_rows_per_unit}
+
+    @property
     def model_config(self) -> TVAEConfig:
+        from shared.tvae import TVAEConfig
+
         return TVAEConfig(hidden=self.hidden, latent=self.latent, kl_weight=self.kl_weight)
 
     def round_releases(self) -> History:
@@ -194,3 +224,9 @@ class TrainingPlan:
         body = asdict(self)
         body["schema_json"] = json.loads(self.schema_json)
         return json.dumps(body, indent=2, sort_keys=True)
+
+
+def unit_description(privacy_unit: str, max_rows_per_unit: int) -> str:
+    """One unit's protection in words: all of its rows at a site, at most ``max_rows_per_unit`` of them used."""
+    rows = "row" if max_rows_per_unit == 1 else "rows"
+    return f"one {privacy_unit} with all of its rows at a site (at most {max_rows_per_unit} {rows} of each used)"

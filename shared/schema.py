@@ -8,6 +8,9 @@ parties can check that they use the same schema without comparing files.
 The JSON format is the one of ``shared/data/*/schema.json``; unknown keys (``title``, ``note``, ...) are
 informational and ignored. Category lists may be written as integers (``[1, 2]``); they are read as their
 decimal text, because a CSV cell is text.
+
+``privacy_unit`` (optional) names the identifier column that says whose row it is (a patient id). With it,
+every guarantee is per unit, not per row: see ``client.units``. Without it, each row is its own unit.
 """
 
 from __future__ import annotations
@@ -138,6 +141,9 @@ class Schema:
     target: str | None = None
     sensitive: tuple[str, ...] = ()
     split_by: str | None = None
+    # The identifier column naming who a row belongs to (a patient, a customer): the privacy unit. None: each
+    # row is its own unit (record-level DP). Sites then bound and account per unit (client.units).
+    privacy_unit: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -157,6 +163,21 @@ class Schema:
         self._check_reference("split_by", self.split_by)
         if self.split_by is not None and self.column(self.split_by).type != "categorical":
             raise SchemaError(f'"split_by" must name a categorical column, {self.split_by!r} is not one')
+        if self.privacy_unit is not None:
+            self._check_unit(self.privacy_unit)
+
+    def _check_unit(self, name: str) -> None:
+        found = next((c for c in self.columns if c.name == name), None)
+        if found is None or found.type != "identifier":
+            raise SchemaError(
+                f'"privacy_unit" names {name!r}, which is not an identifier column; name the column that says '
+                "whose row it is (e.g. a patient id, declared with \"type\": \"identifier\")"
+            )
+        if found.nullable:
+            raise SchemaError(
+                f'"privacy_unit" column {name!r} must not be nullable: a row without an owner cannot be bounded '
+                "per unit; remove \"nullable\": true (rows missing it are then quarantined)"
+            )
 
     def _check_derived(self, i: int, col: Column) -> None:
         where = f"columns[{i}] ({col.name!r})"
@@ -211,6 +232,8 @@ class Schema:
             out["target"] = self.target
         if self.split_by is not None:
             out["split_by"] = self.split_by
+        if self.privacy_unit is not None:  # absent for record-level schemas, so their hash is unchanged
+            out["privacy_unit"] = self.privacy_unit
         return out
 
     @classmethod
@@ -225,7 +248,7 @@ class Schema:
         sensitive = data.get("sensitive_attributes", [])
         if not isinstance(sensitive, list) or any(not isinstance(s, str) for s in sensitive):
             raise SchemaError(f'{source}: "sensitive_attributes" must be a list of column names')
-        for key in ("dataset", "target", "split_by"):
+        for key in ("dataset", "target", "split_by", "privacy_unit"):
             if key in data and data[key] is not None and not isinstance(data[key], str):
                 raise SchemaError(f'{source}: "{key}" must be a string')
         try:
@@ -235,6 +258,7 @@ class Schema:
                 target=data.get("target"),
                 sensitive=tuple(sensitive),
                 split_by=data.get("split_by"),
+                privacy_unit=data.get("privacy_unit"),
             )
         except SchemaError as exc:
             raise SchemaError(f"{source}: {exc}") from None

@@ -6,6 +6,10 @@ without materialising per-sample gradients), no batch statistics (which would mi
 clipping), and a per-row loss. Every column arrives from ``shared.encoding`` as a categorical block (the
 category, or the bin of a number) plus, for numbers, the offset inside the bin; the decoder has a softmax head
 per categorical block and a sigmoid head per offset.
+
+A batch is either rows (N, features) or units (N, rows, features; ``client.units``): the network runs on
+the last dimension only, so Opacus's per-sample gradient (over the first) is then a unit's, and the loss of
+a unit is the sum over its real rows (all-zero rows are padding and count nothing).
 """
 
 from __future__ import annotations
@@ -47,10 +51,10 @@ class _VAE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         stats = self.encoder(x)
-        mu, logvar = stats[:, : self.latent], stats[:, self.latent :].clamp(-10.0, 10.0)
+        mu, logvar = stats[..., : self.latent], stats[..., self.latent :].clamp(-10.0, 10.0)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
         # One tensor out, so Opacus's loss wrapper can pass it to the criterion unchanged.
-        return torch.cat([self.decoder(z), mu, logvar], dim=1)
+        return torch.cat([self.decoder(z), mu, logvar], dim=-1)
 
 
 class TVAELoss(nn.Module):
@@ -66,6 +70,17 @@ class TVAELoss(nn.Module):
         self.register_buffer("offset_index", torch.tensor(offsets, dtype=torch.long), persistent=False)
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if output.dim() == 3:  # units: each one's loss is the sum over its real rows
+            rows = self._per_row(output.reshape(-1, output.shape[-1]), target.reshape(-1, target.shape[-1]))
+            present = (target != 0).any(dim=-1)
+            loss = (rows.view(present.shape) * present).sum(dim=1)
+        else:
+            loss = self._per_row(output, target)
+        if self.reduction == "none":
+            return loss
+        return loss.sum() if self.reduction == "sum" else loss.mean()
+
+    def _per_row(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         recon = output[:, : self.dim]
         mu = output[:, self.dim : self.dim + self.latent]
         logvar = output[:, self.dim + self.latent :]
@@ -78,10 +93,7 @@ class TVAELoss(nn.Module):
             predicted = torch.sigmoid(recon[:, self.offset_index])
             loss = loss + self.config.offset_weight * ((predicted - target[:, self.offset_index]) ** 2).sum(dim=1)
         kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)
-        loss = loss + self.config.kl_weight * kl
-        if self.reduction == "none":
-            return loss
-        return loss.sum() if self.reduction == "sum" else loss.mean()
+        return loss + self.config.kl_weight * kl
 
 
 class TVAEGenerator(TabularGenerator):
@@ -116,14 +128,22 @@ class TVAEGenerator(TabularGenerator):
         device = next(self._module.parameters()).device
         z = torch.randn(n, self.config.latent, generator=generator).to(device)
         recon = self._module.decoder(z).cpu()
-        out = torch.zeros(n, self.dim)
-        for block in self.blocks:
-            cols = slice(block.start, block.start + block.width)
-            if block.kind == "categorical":
-                probs = torch.softmax(recon[:, cols], dim=1)
-                choice = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-                out[torch.arange(n), block.start + choice] = 1.0
-            else:
-                out[:, cols] = torch.sigmoid(recon[:, cols])
         self._module.train()
-        return out.numpy().astype(np.float32)
+        return rows_from_logits(recon, self.blocks, self.dim, generator=generator)
+
+
+def rows_from_logits(
+    recon: torch.Tensor, blocks: tuple[OutputBlock, ...], dim: int, *, generator: torch.Generator
+) -> np.ndarray:
+    """Encoded rows from the decoder's output: a category drawn per categorical block, a sigmoid per offset."""
+    n = len(recon)
+    out = torch.zeros(n, dim)
+    for block in blocks:
+        cols = slice(block.start, block.start + block.width)
+        if block.kind == "categorical":
+            probs = torch.softmax(recon[:, cols], dim=1)
+            choice = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            out[torch.arange(n), block.start + choice] = 1.0
+        else:
+            out[:, cols] = torch.sigmoid(recon[:, cols])
+    return out.numpy().astype(np.float32)

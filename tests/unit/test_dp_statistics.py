@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from server.publish import _quotas
+from server.sampling import _quotas
 from shared.dp_statistics import (
     HistogramSpec,
     class_frequencies,
