@@ -24,6 +24,7 @@ from server.delivery import deliver
 from server.plan import describe_plan, make_plan
 from server.preprocess import estimate
 from server.evaluation import evaluate_sites
+from server.prompt_grid import PromptGrid
 from server.publish import publish
 from server.resume import prepare_out_dir
 from server.report import write_report
@@ -50,7 +51,7 @@ def main(grid: Grid, context: Context) -> None:
     monitor = RunMonitor(config.out_dir)
     with _console(config.console, monitor):
         try:
-            _run(grid, context, config, monitor)
+            _run(PromptGrid(grid), context, config, monitor)
         except BaseException as exc:
             monitor.ended(pb.RUN_STATUS_FAILED, f"{type(exc).__name__}: {exc}"[:500])
             raise

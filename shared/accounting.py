@@ -20,7 +20,6 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
-from opacus.accountants import create_accountant
 from threadpoolctl import threadpool_limits
 
 from shared.errors import BudgetExceededError, ConfigError
@@ -124,6 +123,10 @@ def _raw_epsilon(history: History, delta: float, accountant: str) -> float:
 def _cached_epsilon(compact: tuple[HistoryEntry, ...], delta: float, accountant: str) -> float:
     """PRV costs ~0.1-0.5 s a call, and a round asks the same question several times (the site's cap check,
     its ledger entry, the server's mirror of every site): a pure function of its arguments, so cache it."""
+    # Imported here: Opacus pulls in torch and scipy (~3 s), and a deployed site starts a fresh process for
+    # every message, most of which never compute an epsilon (secure-aggregation stages, delivery).
+    from opacus.accountants import create_accountant
+
     engine = create_accountant(mechanism=accountant)
     engine.history = list(compact)
     # One BLAS thread: inside Flower's simulation (a process forked from one that had already started

@@ -42,6 +42,7 @@ mkdir -p "$OUT/logs" "$OUT/flwr-home"
 
 # Sites are often offline, and an unpinned dependency would pull CUDA wheels: never install at run time.
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 FLWR_DISABLE_UPDATE_CHECK=1
+export FLWR_SUPEREXEC_TASK_POLL_INTERVAL=0.1  # Flower's SuperExec polls for work once a second by default
 # Flower forks its app processes; a forked OpenBLAS thread pool can spin forever.
 export OPENBLAS_NUM_THREADS=1 PYTHONUNBUFFERED=1
 export FLWR_HOME="$OUT/flwr-home" PATH="$BIN:$PATH"

@@ -17,6 +17,7 @@
 #   TLS_CA_CERT        the consortium's ca.crt (received from the coordinator)
 #   NODE_KEY           this site's private key (fedsynth node-key); only its .pub went to the coordinator
 # Optional: LEDGER_PATH (default: <table stem>.ledger.json beside the table, which must then be writable),
+# QUARANTINE_PATH (where rows failing validation go; default <table stem>.quarantine.csv beside the table),
 # TRUST_SECURE_AGGREGATION (true|false, default false: see docs/PRIVACY.md), DEVICE (auto|cpu|cuda),
 # LOCAL_EVALUATION (true|false, default true), RUNTIME_PORT (9094, on 127.0.0.1; differs between co-located
 # nodes), STATE_DIR (/var/lib/fedsynth, for Flower's app cache FLWR_HOME=$STATE_DIR/flwr-home), FLWR_HOME,
@@ -44,6 +45,7 @@ fi
 : "${TLS_CA_CERT:?is not set: the consortium CA certificate ca.crt, received from the coordinator}"
 : "${NODE_KEY:?is not set: the private key from fedsynth node-key, e.g. /etc/fedsynth/keys/supernode-st-marys.key}"
 LEDGER_PATH=${LEDGER_PATH:-}
+QUARANTINE_PATH=${QUARANTINE_PATH:-}
 TRUST_SECURE_AGGREGATION=${TRUST_SECURE_AGGREGATION:-false}
 DEVICE=${DEVICE:-}
 LOCAL_EVALUATION=${LOCAL_EVALUATION:-}
@@ -54,7 +56,7 @@ HEALTH_ADDRESS=${HEALTH_ADDRESS:-}
 
 # The Kubernetes templates mark the values a consortium must supply: refuse to start with one left in place.
 for var in SITE DATA_PATH SCHEMA_PATH MAX_EPSILON OUTPUT_DIR SUPERLINK_ADDRESS TLS_CA_CERT NODE_KEY LEDGER_PATH \
-  TRUST_SECURE_AGGREGATION DEVICE LOCAL_EVALUATION RUNTIME_PORT STATE_DIR FLWR_HOME FEDSYNTH_BIN HEALTH_ADDRESS; do
+  QUARANTINE_PATH TRUST_SECURE_AGGREGATION DEVICE LOCAL_EVALUATION RUNTIME_PORT STATE_DIR FLWR_HOME FEDSYNTH_BIN HEALTH_ADDRESS; do
   case ${!var:-} in *REPLACE_ME*) die "$var=${!var} still holds the template marker REPLACE_ME: put your own value there" ;; esac
 done
 [[ "$SITE" =~ ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$ ]] \
@@ -73,7 +75,7 @@ address_re='^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):[0-9]+$'
 
 # The node config is TOML-ish (key="value"): paths must be absolute (the ClientApp runs in another working
 # directory) and hold no quote or backslash.
-for var in DATA_PATH SCHEMA_PATH OUTPUT_DIR LEDGER_PATH TLS_CA_CERT NODE_KEY; do
+for var in DATA_PATH SCHEMA_PATH OUTPUT_DIR LEDGER_PATH QUARANTINE_PATH TLS_CA_CERT NODE_KEY; do
   value=${!var}
   [ -n "$value" ] || continue
   [[ "$value" == /* ]] || die "$var must be an absolute path, got '$value'"
@@ -89,9 +91,10 @@ fi
 grep -q "BEGIN OPENSSH PRIVATE KEY" "$NODE_KEY" \
   || die "NODE_KEY=$NODE_KEY is not an OpenSSH private key (make one with: fedsynth node-key DIR $SITE)"
 ledger_dir=$(dirname "${LEDGER_PATH:-$DATA_PATH}")
-mkdir -p "$OUTPUT_DIR" "$ledger_dir" "$STATE_DIR"
-for dir in "$OUTPUT_DIR" "$ledger_dir" "$STATE_DIR"; do
-  [ -w "$dir" ] || die "$dir is not writable by $(id -un) (the ledger, its holdout key and the outputs are written there)"
+quarantine_dir=$(dirname "${QUARANTINE_PATH:-$ledger_dir/x}")
+mkdir -p "$OUTPUT_DIR" "$ledger_dir" "$quarantine_dir" "$STATE_DIR"
+for dir in "$OUTPUT_DIR" "$ledger_dir" "$quarantine_dir" "$STATE_DIR"; do
+  [ -w "$dir" ] || die "$dir is not writable by $(id -un) (the ledger, its holdout key, quarantined rows and the outputs are written there)"
 done
 for tool in flower-supernode flower-superexec flwr-clientapp; do
   [ -x "$FEDSYNTH_BIN/$tool" ] || die "$FEDSYNTH_BIN/$tool is missing: install fedsynth there (deploy/README.md) or set FEDSYNTH_BIN"
@@ -100,6 +103,7 @@ done
 node_config="site=\"$SITE\" data-path=\"$DATA_PATH\" schema-path=\"$SCHEMA_PATH\" max-epsilon=$MAX_EPSILON"
 node_config+=" output-dir=\"$OUTPUT_DIR\" trust-secure-aggregation=$TRUST_SECURE_AGGREGATION"
 [ -z "$LEDGER_PATH" ] || node_config+=" ledger-path=\"$LEDGER_PATH\""
+[ -z "$QUARANTINE_PATH" ] || node_config+=" quarantine-path=\"$QUARANTINE_PATH\""
 [ -z "$DEVICE" ] || node_config+=" device=\"$DEVICE\""
 [ -z "$LOCAL_EVALUATION" ] || node_config+=" local-evaluation=$LOCAL_EVALUATION"
 
@@ -107,6 +111,8 @@ node_config+=" output-dir=\"$OUTPUT_DIR\" trust-secure-aggregation=$TRUST_SECURE
 # CUDA wheels). Flower forks its app processes, and a forked OpenBLAS thread pool can spin forever.
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 FLWR_DISABLE_UPDATE_CHECK=1
 export OPENBLAS_NUM_THREADS=1 PYTHONUNBUFFERED=1
+# Flower's SuperExec looks for a new message to run once a second by default; every round waits for it.
+export FLWR_SUPEREXEC_TASK_POLL_INTERVAL=${FLWR_SUPEREXEC_TASK_POLL_INTERVAL:-0.1}
 export FLWR_HOME=${FLWR_HOME:-$STATE_DIR/flwr-home}
 # The SuperNode finds flower-superexec and flwr-clientapp on PATH.
 export PATH="$FEDSYNTH_BIN:$PATH"

@@ -19,9 +19,17 @@ from server.certs import make_consortium_certs
 from server.local_federation import _free_port
 from server.node_keys import make_supernode_key
 from server.split import deal_rows
+from tests.conftest import SMALL_SCHEMA, write_site_table
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
+
+
+def clinic_deployment(root: Path, *, seed: int) -> LocalDeployment:
+    """Three sites sharing a 900-row clinic table (tests.conftest), under ``root/d``."""
+    (root / "schema.json").write_text(json.dumps(SMALL_SCHEMA))
+    write_site_table(root / "all.csv", rows=900, seed=seed)
+    return LocalDeployment(root / "d", 3, root / "all.csv", root / "schema.json")
 
 
 class LocalDeployment:
@@ -30,7 +38,7 @@ class LocalDeployment:
         self.pki, self.logs = root / "pki", root / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.env = {**os.environ, "FLWR_HOME": str(root / "flwr-home"), "FLWR_TELEMETRY_ENABLED": "0",
-                    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
+                    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1", "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",
                     "OPENBLAS_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
                     "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")])}
         make_consortium_certs(self.pki, ["127.0.0.1", "localhost"])
@@ -62,6 +70,14 @@ class LocalDeployment:
             "--port", str(self.port),
         ])
         self.wait(lambda: self.flwr("ls", "local", check=False).returncode == 0, 60, "the SuperLink to start")
+
+    def start_all(self) -> None:
+        """The SuperLink, every site's key registered, every SuperNode started and online."""
+        self.start_superlink()
+        for name in self.names:
+            self.register(self.pki / f"supernode-{name}.key.pub")
+            self.start_supernode(name)
+        self.wait(lambda: self.online() == len(self.names), 180, f"{len(self.names)} SuperNodes online")
 
     def register(self, key: Path) -> subprocess.CompletedProcess[str]:
         return self.flwr("supernode", "register", str(key), "local", check=False)

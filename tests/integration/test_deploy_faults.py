@@ -12,8 +12,7 @@ import pytest
 from server.node_keys import make_supernode_key
 from shared.ledger import Ledger
 from shared.manifest import verify_output
-from tests.conftest import SMALL_SCHEMA, write_site_table
-from tests.integration.deployment import LocalDeployment
+from tests.integration.deployment import clinic_deployment
 
 ROUNDS = 5
 pytestmark = pytest.mark.timeout(900)
@@ -22,15 +21,9 @@ pytestmark = pytest.mark.timeout(900)
 @pytest.fixture(scope="module")
 def killed(tmp_path_factory: pytest.TempPathFactory) -> Any:
     root = tmp_path_factory.mktemp("faults")
-    (root / "schema.json").write_text(json.dumps(SMALL_SCHEMA))
-    write_site_table(root / "all.csv", rows=900, seed=1)
-    deployment = LocalDeployment(root / "d", 3, root / "all.csv", root / "schema.json")
+    deployment = clinic_deployment(root, seed=1)
     try:
-        deployment.start_superlink()
-        for name in deployment.names:
-            deployment.register(deployment.pki / f"supernode-{name}.key.pub")
-            deployment.start_supernode(name)
-        deployment.wait(lambda: deployment.online() == 3, 120, "three SuperNodes online")
+        deployment.start_all()
         out = root / "run"
         run = deployment.submit({
             "schema-path": str(root / "schema.json"), "out-dir": str(out), "signing-key": str(root / "key.pem"),

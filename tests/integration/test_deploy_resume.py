@@ -15,8 +15,7 @@ import pytest
 from server.checkpoint import read_checkpoint
 from shared.ledger import Ledger
 from shared.manifest import verify_output
-from tests.conftest import SMALL_SCHEMA, write_site_table
-from tests.integration.deployment import LocalDeployment
+from tests.integration.deployment import clinic_deployment
 
 ROUNDS = 5
 pytestmark = pytest.mark.timeout(900)
@@ -39,9 +38,7 @@ def _state(out: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def resumed(tmp_path_factory: pytest.TempPathFactory) -> Any:
     root = tmp_path_factory.mktemp("resume")
-    (root / "schema.json").write_text(json.dumps(SMALL_SCHEMA))
-    write_site_table(root / "all.csv", rows=900, seed=2)
-    deployment = LocalDeployment(root / "d", 3, root / "all.csv", root / "schema.json")
+    deployment = clinic_deployment(root, seed=2)
     out = root / "run"
     run_config: dict[str, object] = {
         "schema-path": str(root / "schema.json"), "out-dir": str(out), "signing-key": str(root / "key.pem"),
@@ -49,11 +46,7 @@ def resumed(tmp_path_factory: pytest.TempPathFactory) -> Any:
         "dp.accountant": "rdp",
     }
     try:
-        deployment.start_superlink()
-        for name in deployment.names:
-            deployment.register(deployment.pki / f"supernode-{name}.key.pub")
-            deployment.start_supernode(name)
-        deployment.wait(lambda: deployment.online() == 3, 120, "three SuperNodes online")
+        deployment.start_all()
         first = deployment.submit(run_config)
         # Round 3 on its way to the sites. site-2's SuperNode is frozen, so round 3 cannot close; site-0 and
         # site-1 train it (and charge it, write-ahead). Then the server machine dies: SuperLink and the ServerApp

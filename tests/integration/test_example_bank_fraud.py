@@ -8,9 +8,6 @@ request, the tables are checked against real held-out rows, nothing was copied, 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +17,7 @@ import pytest
 from server.cli import main as cli_main
 from server.demo import APP_DIR
 from shared.manifest import verify_output
+from tests.integration.examples import run_example
 
 EXAMPLE = APP_DIR / "examples" / "bank-fraud"
 ROWS, ROUNDS, SHARE = 600, 1, 0.5
@@ -30,16 +28,8 @@ TABLES = {"card-fraud": "Class", "credit-default": "default_payment_next_month"}
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("banks")
     out = root / "out"
-    binaries = Path(sys.executable).parent
-    env = {
-        **os.environ, "HOME": str(root / "home"), "PYTHON": sys.executable, "FEDSYNTH": str(binaries / "fedsynth"),
-        "ROWS": str(ROWS), "ROUNDS": str(ROUNDS), "SHARE": str(SHARE),
-        "PATH": f"{binaries}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    done = subprocess.run(["bash", str(EXAMPLE / "run.sh"), str(out)], env=env, capture_output=True, text=True,
-                          timeout=600, check=False)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
-    return {"out": out, "stdout": done.stdout}
+    stdout = run_example(EXAMPLE / "run.sh", out, {"ROWS": ROWS, "ROUNDS": ROUNDS, "SHARE": SHARE})
+    return {"out": out, "stdout": stdout}
 
 
 def _json(path: Path) -> Any:

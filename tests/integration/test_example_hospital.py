@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +17,7 @@ from opacus.accountants import PRVAccountant
 
 from server.demo import APP_DIR
 from shared.schema import load_schema
+from tests.integration.examples import run_example
 
 EXAMPLE = APP_DIR / "examples" / "hospital-consortium"
 PATIENTS, ROUNDS, STEPS, K = 600, 1, 2, 3
@@ -29,16 +27,8 @@ PATIENTS, ROUNDS, STEPS, K = 600, 1, 2, 3
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("hospitals")
     out = root / "out"
-    binaries = Path(sys.executable).parent
-    env = {
-        **os.environ, "HOME": str(root / "home"), "PYTHON": sys.executable, "FEDSYNTH": str(binaries / "fedsynth"),
-        "PATIENTS": str(PATIENTS), "ROUNDS": str(ROUNDS), "LOCAL_STEPS": str(STEPS), "K": str(K),
-        "PATH": f"{binaries}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    done = subprocess.run(["bash", str(EXAMPLE / "run.sh"), str(out)], env=env, capture_output=True, text=True,
-                          timeout=600, check=False)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
-    return {"out": out, "stdout": done.stdout}
+    stdout = run_example(EXAMPLE / "run.sh", out, {"PATIENTS": PATIENTS, "ROUNDS": ROUNDS, "LOCAL_STEPS": STEPS, "K": K})
+    return {"out": out, "stdout": stdout}
 
 
 def _json(path: Path) -> Any:
