@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from server.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from server.checkpoint import CHECKPOINT_NAME, read_checkpoint
 from server.demo import APP_DIR, BUNDLED_DATA, BUNDLED_SCHEMA, DemoOptions, demo_run_config, split_table
 from server.local_federation import local_superlink, run_app
 from shared.atomic import atomic_write_json, atomic_write_text
@@ -256,10 +256,7 @@ def load_generator(run_dir: Path) -> tuple[TVAEGenerator, TableEncoder]:
     """
     plan = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
     encoder = TableEncoder.from_schema(Schema.from_dict(plan["schema_json"], source=str(run_dir / "plan.json")))
-    state = load_checkpoint(run_dir / "checkpoint" / CHECKPOINT_NAME)
-    weights = state.get("generator")
-    if state.get("format") != "fedsynth-checkpoint/1" or not isinstance(weights, dict):
-        raise FedsynthError(f"{run_dir / 'checkpoint'}: not a fedsynth checkpoint (format {state.get('format')!r})")
+    weights = read_checkpoint(run_dir / "checkpoint" / CHECKPOINT_NAME).generator
     if plan.get("generator", "tvae") != "tvae":
         raise FedsynthError(
             f"{run_dir}: fedsynth audit attacks the VAE's per-row loss; this run trained {plan['generator']!r}. "
