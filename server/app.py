@@ -111,8 +111,8 @@ def _run(grid: Grid, context: Context, config: RunConfig, monitor: RunMonitor) -
         on_send=ledger.round_sent, first_round=resume.next_round if resume else 1,
         dtypes={name: array.numpy().dtype for name, array in initial.items()},
     )
-    checkpointer = Checkpointer(config.out_dir / "checkpoint", plan, ledger, class_frequencies=frequencies)
-    checkpointer.strategy = strategy
+    checkpointer = Checkpointer(config.out_dir / "checkpoint", plan, ledger, strategy=strategy,
+                                class_frequencies=frequencies)
     rounds_left = plan.rounds
     if resume is not None:
         initial = ArrayRecord(resume.checkpoint.generator)

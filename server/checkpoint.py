@@ -56,12 +56,12 @@ class Checkpointer:
 
     def __init__(
         self, directory: Path, plan: TrainingPlan, ledger: ConsortiumLedger, *,
-        class_frequencies: Mapping[str, Mapping[str, float]] | None = None,
+        strategy: OptimizerState | None = None, class_frequencies: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
         self.path = directory / CHECKPOINT_NAME
         self.plan, self.ledger = plan, ledger
         self.frequencies = {k: dict(v) for k, v in (class_frequencies or {}).items()}
-        self.strategy: OptimizerState | None = None
+        self.strategy = strategy
         self.last_round = 0
         self.last_arrays: ArrayRecord | None = None
 

@@ -86,15 +86,14 @@ def test_resume_reads_the_checkpoint_and_numbers_on_after_the_round_in_flight(co
     (out / "plan.json").write_text(plan.to_json())
     ledger = ConsortiumLedger(out / "ledger.json", plan)
     _round(ledger, 1, [_report(6, 7, "site-a", 1, plan)])
-    checkpointer = Checkpointer(out / "checkpoint", plan, ledger, class_frequencies={"y": {"0": 0.7, "1": 0.3}})
-
     class Moments:  # the strategy's state, as the checkpoint reads it
         m_t = {"w": np.full(3, 0.5)}
         v_t = {"w": np.full(3, 0.25)}
         participants = {7: "site-a"}
         round_offset = 0
 
-    checkpointer.strategy = Moments()
+    checkpointer = Checkpointer(out / "checkpoint", plan, ledger, strategy=Moments(),
+                                class_frequencies={"y": {"0": 0.7, "1": 0.3}})
     checkpointer(1, ArrayRecord({"w": Array(np.arange(3, dtype=np.float32))}))
     ledger.round_sent(2, {"site-a": 7})
 
