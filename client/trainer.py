@@ -21,9 +21,9 @@ import torch
 from opacus.accountants import create_accountant
 from opacus.grad_sample.grad_sample_module_fast_gradient_clipping import GradSampleModuleFastGradientClipping
 from opacus.optimizers import DPOptimizerFastGradientClipping
-from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
+from client.ghost_clipping import GhostClippingOptimizer, PrunedGhostClippingLoss
 from shared.accounting import History
 from shared.errors import LedgerError
 from shared.generator import TabularGenerator
@@ -59,29 +59,19 @@ def train_round(
     record-level noise is shared and the update leaves only inside a secure sum.
     """
     noise = plan.noise_multiplier if noise_multiplier is None else noise_multiplier
-    module = generator.module.to(device)
     data = data.to(device)
-    gsm = GradSampleModuleFastGradientClipping(
-        module, batch_first=True, loss_reduction="mean", max_grad_norm=plan.max_grad_norm, use_ghost_clipping=True
-    )
     if plan.record_noise == "shared":
         # Every site divides by the same public number, so the secure sum is exactly one central DP-SGD
         # step; a site-specific divisor would weight (and under-noise) small sites' rows.
         expected_batch = plan.shared_batch_size
     else:
         expected_batch = max(1, round(plan.sample_rate * data.shape[0]))
-    optimizer = DPOptimizerFastGradientClipping(
-        torch.optim.SGD(gsm.parameters(), lr=plan.lr),
-        noise_multiplier=noise,
-        max_grad_norm=plan.max_grad_norm,
-        expected_batch_size=expected_batch,
-        loss_reduction="mean",
-        generator=rng if device.type == "cpu" else None,
-    )
+    parts = private_parts(generator, plan, noise_multiplier=noise, expected_batch=expected_batch, rng=rng,
+                          device=device)
+    gsm, optimizer, criterion = parts.module, parts.optimizer, parts.criterion
     accountant = create_accountant(mechanism=plan.accountant)
     accountant.history = list(history)  # cumulative: never a fresh accountant that starts again at zero
     optimizer.attach_step_hook(accountant.get_optimizer_hook_fn(sample_rate=plan.sample_rate))
-    criterion = DPLossFastGradientClipping(gsm, optimizer, generator.criterion().to(device), loss_reduction="mean")
     sampler = UniformWithReplacementSampler(num_samples=data.shape[0], sample_rate=plan.sample_rate, generator=rng)
 
     # The generator's own randomness inside a step (the VAE's latent draws) comes from torch's global stream;
@@ -110,6 +100,39 @@ def train_round(
         )
     loss = _noisy_mean_loss(generator, data, plan, rng)
     return LocalResult(steps=steps, noisy_loss=loss, history=list(accountant.history))
+
+
+@dataclass(frozen=True)
+class PrivateParts:
+    """What one DP-SGD step runs through: Opacus's ghost-clipping module, DP optimizer and DP loss."""
+
+    module: GradSampleModuleFastGradientClipping
+    optimizer: DPOptimizerFastGradientClipping
+    criterion: PrunedGhostClippingLoss
+
+
+def private_parts(
+    generator: TabularGenerator, plan: TrainingPlan, *, noise_multiplier: float, expected_batch: int,
+    rng: torch.Generator, device: torch.device,
+) -> PrivateParts:
+    """The parts ``PrivacyEngine.make_private`` would build, with the plan's public sample rate and batch.
+
+    ``benchmarks/dp_step.py`` times steps through exactly these parts against the bare module.
+    """
+    module = generator.module.to(device)
+    gsm = GradSampleModuleFastGradientClipping(
+        module, batch_first=True, loss_reduction="mean", max_grad_norm=plan.max_grad_norm, use_ghost_clipping=True
+    )
+    optimizer = GhostClippingOptimizer(
+        torch.optim.SGD(gsm.parameters(), lr=plan.lr),
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=plan.max_grad_norm,
+        expected_batch_size=expected_batch,
+        loss_reduction="mean",
+        generator=rng if device.type == "cpu" else None,
+    )
+    criterion = PrunedGhostClippingLoss(gsm, optimizer, generator.criterion().to(device), loss_reduction="mean")
+    return PrivateParts(gsm, optimizer, criterion)
 
 
 def _trimmed(batch: torch.Tensor) -> torch.Tensor:

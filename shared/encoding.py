@@ -218,10 +218,13 @@ class TableEncoder:
 
     def decode(self, x: np.ndarray) -> pd.DataFrame:
         """Decode an array of this layout (one-hot or probabilities) into a typed frame in schema order."""
-        x = np.asarray(x, dtype=np.float64)
+        x = np.asarray(x)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"decode: expected an array of shape (n, {self.dim}), got {x.shape}")
-        x = np.nan_to_num(x, nan=0.0)  # a diverged generator must not crash decoding
+        if not np.issubdtype(x.dtype, np.floating):
+            x = x.astype(np.float64)
+        if np.isnan(x).any():
+            x = np.nan_to_num(x, nan=0.0)  # a diverged generator must not crash decoding
         decoded: dict[str, Any] = {}
         for col in _encoded_columns(self.schema):
             block = self._slots[col.name]
@@ -233,7 +236,7 @@ class TableEncoder:
                 continue
             bins = self._bins[col.name]
             idx = np.where(missing, 0, slot)
-            offset = np.clip(x[:, self._offsets[col.name].start], 0.0, 1.0)
+            offset = np.clip(x[:, self._offsets[col.name].start].astype(np.float64), 0.0, 1.0)
             decoded[col.name] = _numeric_array(col, bins.values(idx, offset), missing)
         for col in self.schema.synthesized_columns:
             if col.derived_from is not None:
@@ -272,10 +275,9 @@ def _numeric_array(col: Column, values: np.ndarray, missing: np.ndarray) -> pd.a
 
 
 def _derived_array(col: Column, source: pd.api.extensions.ExtensionArray) -> pd.api.extensions.ExtensionArray:
-    mapping = col.mapping or {}
-    labels = np.asarray(source.to_numpy(dtype=object, na_value=None))
-    missing = np.array([label is None for label in labels], dtype=bool)
-    values = np.array([0.0 if label is None else mapping[label] for label in labels], dtype=np.float64)
+    mapped = pd.Series(source).map(col.mapping or {})
+    missing = mapped.isna().to_numpy()
+    values = mapped.fillna(0.0).to_numpy(dtype=np.float64)
     return _numeric_array(col, values, missing)
 
 

@@ -25,6 +25,11 @@ from shared.encoding import OutputBlock
 from shared.generator import TabularGenerator
 
 
+# Rows decoded at a time: the activations of a few thousand rows stay in the CPU's cache, which made sampling
+# ~1.5x faster than one pass over the whole table (python -m benchmarks --only sampling_vs_ctgan).
+SAMPLE_CHUNK = 4096
+
+
 @dataclass(frozen=True)
 class TVAEConfig:
     """Architecture and loss weights; part of the run plan, so every site builds the same network."""
@@ -126,24 +131,37 @@ class TVAEGenerator(TabularGenerator):
     def sample(self, n: int, *, generator: torch.Generator) -> np.ndarray:
         self._module.eval()
         device = next(self._module.parameters()).device
-        z = torch.randn(n, self.config.latent, generator=generator).to(device)
-        recon = self._module.decoder(z).cpu()
+        out = np.empty((n, self.dim), dtype=np.float32)
+        for start in range(0, n, SAMPLE_CHUNK):
+            size = min(SAMPLE_CHUNK, n - start)
+            z = torch.randn(size, self.config.latent, generator=generator).to(device)
+            recon = self._module.decoder(z).cpu()
+            out[start : start + size] = rows_from_logits(recon, self.blocks, self.dim, generator=generator)
         self._module.train()
-        return rows_from_logits(recon, self.blocks, self.dim, generator=generator)
+        return out
 
 
 def rows_from_logits(
     recon: torch.Tensor, blocks: tuple[OutputBlock, ...], dim: int, *, generator: torch.Generator
 ) -> np.ndarray:
-    """Encoded rows from the decoder's output: a category drawn per categorical block, a sigmoid per offset."""
+    """Encoded rows from the decoder's output: a category drawn per categorical block, a sigmoid per offset.
+
+    A category is drawn by inverting its block's cumulative softmax at one uniform per row: the same
+    distribution as ``torch.multinomial``, in a few vectorised operations instead of a draw per row, which made
+    sampling half the time of a synthetic table (``python -m benchmarks --only sampling_vs_ctgan``).
+    """
     n = len(recon)
     out = torch.zeros(n, dim)
+    rows = torch.arange(n)
+    categorical = [b for b in blocks if b.kind == "categorical"]
+    uniforms = torch.rand(n, len(categorical), generator=generator)
+    for index, block in enumerate(categorical):
+        cumulative = torch.softmax(recon[:, block.start : block.start + block.width], dim=1).cumsum_(dim=1)
+        # Each row's total is 1 up to rounding: scale the uniform by it, so the last category is never skipped.
+        threshold = uniforms[:, index : index + 1] * cumulative[:, -1:]
+        choice = (cumulative < threshold).sum(dim=1).clamp_(max=block.width - 1)
+        out[rows, block.start + choice] = 1.0
     for block in blocks:
-        cols = slice(block.start, block.start + block.width)
-        if block.kind == "categorical":
-            probs = torch.softmax(recon[:, cols], dim=1)
-            choice = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-            out[torch.arange(n), block.start + choice] = 1.0
-        else:
-            out[:, cols] = torch.sigmoid(recon[:, cols])
-    return out.numpy().astype(np.float32)
+        if block.kind != "categorical":
+            out[:, block.start : block.start + block.width] = torch.sigmoid(recon[:, block.start : block.start + block.width])
+    return out.numpy()
