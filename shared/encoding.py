@@ -223,12 +223,10 @@ class TableEncoder:
             raise ValueError(f"decode: expected an array of shape (n, {self.dim}), got {x.shape}")
         if not np.issubdtype(x.dtype, np.floating):
             x = x.astype(np.float64)
-        if np.isnan(x).any():
-            x = np.nan_to_num(x, nan=0.0)  # a diverged generator must not crash decoding
         decoded: dict[str, Any] = {}
         for col in _encoded_columns(self.schema):
             block = self._slots[col.name]
-            slot = np.argmax(x[:, block.start : block.start + block.width], axis=1)
+            slot = _chosen_slots(x[:, block.start : block.start + block.width])
             missing = (slot == block.width - 1) if col.nullable else np.zeros(len(x), dtype=bool)
             if col.type == "categorical":
                 labels = np.array([*(col.categories or ()), None], dtype=object)
@@ -236,7 +234,8 @@ class TableEncoder:
                 continue
             bins = self._bins[col.name]
             idx = np.where(missing, 0, slot)
-            offset = np.clip(x[:, self._offsets[col.name].start].astype(np.float64), 0.0, 1.0)
+            # A diverged generator's NaN must not crash decoding: it reads as 0, as in a block (_chosen_slots).
+            offset = np.clip(np.nan_to_num(x[:, self._offsets[col.name].start].astype(np.float64), nan=0.0), 0.0, 1.0)
             decoded[col.name] = _numeric_array(col, bins.values(idx, offset), missing)
         for col in self.schema.synthesized_columns:
             if col.derived_from is not None:
@@ -262,6 +261,26 @@ class TableEncoder:
                 }
             out["columns"][col.name] = entry
         return out
+
+
+def _chosen_slots(block: np.ndarray) -> np.ndarray:
+    """Each row's slot in a block: ``argmax``, computed as two matrix-vector products when every row is one-hot.
+
+    A generator's sample is one-hot, and ``np.argmax`` over a narrow strided slice of a wide table cost ~7x the
+    products (a sixth of sampling a table). With non-negative values (one-hot rows or probabilities, what decode
+    takes), a row summing to 1 whose weighted index points at a 1 is exactly one-hot; any other row sends the
+    block to ``argmax``.
+    """
+    width = block.shape[1]
+    index = block @ np.arange(width, dtype=block.dtype)
+    total = block @ np.ones(width, dtype=block.dtype)
+    slot = np.rint(index).astype(np.int64)
+    inside = (slot >= 0) & (slot < width)
+    hits = np.zeros(len(block), dtype=bool)
+    hits[inside] = block[np.flatnonzero(inside), slot[inside]] == 1
+    if len(block) and bool(np.all((total == 1) & (index == slot) & hits)):
+        return slot
+    return np.argmax(np.nan_to_num(block, nan=0.0), axis=1)  # a diverged generator's NaN reads as 0
 
 
 def _encoded_columns(schema: Schema) -> tuple[Column, ...]:

@@ -136,22 +136,26 @@ class TVAEGenerator(TabularGenerator):
             size = min(SAMPLE_CHUNK, n - start)
             z = torch.randn(size, self.config.latent, generator=generator).to(device)
             recon = self._module.decoder(z).cpu()
-            out[start : start + size] = rows_from_logits(recon, self.blocks, self.dim, generator=generator)
+            rows_from_logits(recon, self.blocks, self.dim, generator=generator, out=out[start : start + size])
         self._module.train()
         return out
 
 
 def rows_from_logits(
-    recon: torch.Tensor, blocks: tuple[OutputBlock, ...], dim: int, *, generator: torch.Generator
+    recon: torch.Tensor, blocks: tuple[OutputBlock, ...], dim: int, *, generator: torch.Generator,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Encoded rows from the decoder's output: a category drawn per categorical block, a sigmoid per offset.
 
     A category is drawn by inverting its block's cumulative softmax at one uniform per row: the same
     distribution as ``torch.multinomial``, in a few vectorised operations instead of a draw per row, which made
-    sampling half the time of a synthetic table (``python -m benchmarks --only sampling_vs_ctgan``).
+    sampling half the time of a synthetic table (``python -m benchmarks --only sampling_vs_ctgan``). The rows
+    are float32 (n, dim), written into ``out`` when given (a contiguous slice of a larger table).
     """
     n = len(recon)
-    out = torch.zeros(n, dim)
+    rows_out = np.empty((n, dim), dtype=np.float32) if out is None else out
+    rows_out.fill(0.0)
+    encoded = torch.from_numpy(rows_out)  # shares memory: the rows are written where the caller wants them
     rows = torch.arange(n)
     categorical = [b for b in blocks if b.kind == "categorical"]
     uniforms = torch.rand(n, len(categorical), generator=generator)
@@ -160,8 +164,8 @@ def rows_from_logits(
         # Each row's total is 1 up to rounding: scale the uniform by it, so the last category is never skipped.
         threshold = uniforms[:, index : index + 1] * cumulative[:, -1:]
         choice = (cumulative < threshold).sum(dim=1).clamp_(max=block.width - 1)
-        out[rows, block.start + choice] = 1.0
+        encoded[rows, block.start + choice] = 1.0
     for block in blocks:
         if block.kind != "categorical":
-            out[:, block.start : block.start + block.width] = torch.sigmoid(recon[:, block.start : block.start + block.width])
-    return out.numpy()
+            encoded[:, block.start : block.start + block.width] = torch.sigmoid(recon[:, block.start : block.start + block.width])
+    return rows_out
