@@ -21,7 +21,7 @@ from torch import nn
 
 from shared.encoding import OutputBlock
 from shared.generator import categorical_block
-from shared.tvae import SAMPLE_CHUNK, TVAEConfig, TVAEGenerator, TVAELoss, rows_from_logits
+from shared.tvae import TVAEConfig, TVAEGenerator, TVAELoss, in_chunks, rows_from_logits
 
 __all__ = ["ConditionalTVAEGenerator", "ConditionalTVAELoss"]
 
@@ -112,14 +112,13 @@ class ConditionalTVAEGenerator(TVAEGenerator):
         n, block = len(classes), self.condition
         self._net.eval()
         device = next(self._net.parameters()).device
-        rows = np.empty((n, self.dim), dtype=np.float32)
-        for start in range(0, n, SAMPLE_CHUNK):
-            size = min(SAMPLE_CHUNK, n - start)
-            z = torch.randn(size, self.config.latent, generator=generator).to(device)
-            c = F.one_hot(classes[start : start + size], block.width).float().to(device)
-            recon = self._net.decoder(z, c).cpu()
-            part = rows_from_logits(recon, self.blocks, self.dim, generator=generator)
-            part[:, block.start : block.start + block.width] = c.cpu().numpy()  # the class conditioned on
-            rows[start : start + size] = part
+
+        def draw(rows: slice, out: np.ndarray) -> None:
+            z = torch.randn(len(out), self.config.latent, generator=generator).to(device)
+            c = F.one_hot(classes[rows], block.width).float().to(device)
+            rows_from_logits(self._net.decoder(z, c).cpu(), self.blocks, self.dim, generator=generator, out=out)
+            out[:, block.start : block.start + block.width] = c.cpu().numpy()  # the class conditioned on
+
+        table = in_chunks(n, self.dim, draw)
         self._net.train()
-        return rows
+        return table

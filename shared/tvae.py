@@ -14,6 +14,7 @@ a unit is the sum over its real rows (all-zero rows are padding and count nothin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,14 +132,24 @@ class TVAEGenerator(TabularGenerator):
     def sample(self, n: int, *, generator: torch.Generator) -> np.ndarray:
         self._module.eval()
         device = next(self._module.parameters()).device
-        out = np.empty((n, self.dim), dtype=np.float32)
-        for start in range(0, n, SAMPLE_CHUNK):
-            size = min(SAMPLE_CHUNK, n - start)
-            z = torch.randn(size, self.config.latent, generator=generator).to(device)
-            recon = self._module.decoder(z).cpu()
-            rows_from_logits(recon, self.blocks, self.dim, generator=generator, out=out[start : start + size])
+
+        def draw(rows: slice, out: np.ndarray) -> None:
+            z = torch.randn(len(out), self.config.latent, generator=generator).to(device)
+            rows_from_logits(self._module.decoder(z).cpu(), self.blocks, self.dim, generator=generator, out=out)
+
+        table = in_chunks(n, self.dim, draw)
         self._module.train()
-        return out
+        return table
+
+
+def in_chunks(n: int, dim: int, draw: Callable[[slice, np.ndarray], None]) -> np.ndarray:
+    """An (n, dim) float32 table filled ``SAMPLE_CHUNK`` rows at a time by ``draw(rows, out)``, which writes the
+    rows ``rows`` of the table into ``out`` (that slice of it)."""
+    table = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, SAMPLE_CHUNK):
+        rows = slice(start, min(start + SAMPLE_CHUNK, n))
+        draw(rows, table[rows])
+    return table
 
 
 def rows_from_logits(
