@@ -274,7 +274,7 @@ def _chosen_slots(block: np.ndarray) -> np.ndarray:
     width = block.shape[1]
     index = block @ np.arange(width, dtype=block.dtype)
     total = block @ np.ones(width, dtype=block.dtype)
-    slot = np.rint(index).astype(np.int64)
+    slot = np.rint(np.nan_to_num(index, nan=-1.0, posinf=-1.0, neginf=-1.0)).astype(np.int64)  # NaN: not one-hot
     inside = (slot >= 0) & (slot < width)
     hits = np.zeros(len(block), dtype=bool)
     hits[inside] = block[np.flatnonzero(inside), slot[inside]] == 1
