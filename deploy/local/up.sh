@@ -2,12 +2,12 @@
 # deploy/local/up.sh N OUTDIR: a real fedsynth deployment on this machine's loopback, end to end.
 #
 # It runs what a consortium runs across machines, as separate processes: one `flower-superlink` with TLS and
-# SuperNode authentication, N `flower-supernode`s (one per site, each with its own key, its own table, its
+# SuperNode authentication, N `fedsynth-supernode`s (Flower's SuperNode with a warm task runtime; one per site, each with its own key, its own table, its
 # own ledger and cap), `flwr run` of this app, a check that the run really finished (Flower's status and the
 # signed outputs, not just an exit code), and then it stops every process it started, whatever happened.
 #
 # Environment (all optional):
-#   FEDSYNTH_BIN   folder holding fedsynth, flower-superlink, flower-supernode, flwr (default: REPO/.venv/bin)
+#   FEDSYNTH_BIN   folder holding fedsynth, fedsynth-supernode, flower-superlink, flwr (default: REPO/.venv/bin)
 #   DATA, SCHEMA   the table dealt to the sites and its schema (default: bundled Adult)
 #   ROUNDS=3  EPSILON=3.0  MAX_EPSILON=10.0  ROWS=0 (synthetic rows; 0 = as many as the input)
 #   RUN_CONFIG     extra `--run-config` overrides, e.g. 'train.local-steps=2 train.hidden=32'
@@ -29,7 +29,7 @@ ROUNDS=${ROUNDS:-3}
 EPSILON=${EPSILON:-3.0}
 MAX_EPSILON=${MAX_EPSILON:-10.0}
 ROWS=${ROWS:-0}
-for tool in fedsynth flower-superlink flower-supernode flwr python; do
+for tool in fedsynth fedsynth-supernode flower-superlink flwr python; do
   [ -x "$BIN/$tool" ] || { echo "up.sh: $BIN/$tool is missing; install fedsynth (README) or set FEDSYNTH_BIN" >&2; exit 2; }
 done
 mkdir -p "$OUT"
@@ -115,9 +115,9 @@ done
 
 echo "== ${#SITES[@]} SuperNodes"
 for site in "${SITES[@]}"; do
-  start "supernode-$site" flower-supernode \
+  start "supernode-$site" fedsynth-supernode \
     --root-certificates "$OUT/pki/ca.crt" --superlink "127.0.0.1:$LINK" \
-    --auth-supernode-private-key "$OUT/pki/supernode-$site.key" --isolation subprocess --port "$(free_port)" \
+    --auth-supernode-private-key "$OUT/pki/supernode-$site.key" --port "$(free_port)" \
     --node-config "site=\"$site\" data-path=\"$OUT/sites/$site/table.csv\" max-epsilon=$MAX_EPSILON schema-path=\"$SCHEMA\" output-dir=\"$OUT/sites/$site/received\""
 done
 online() { [ "$(flwr supernode ls local --format json | "$BIN/python" -c \

@@ -96,7 +96,7 @@ mkdir -p "$OUTPUT_DIR" "$ledger_dir" "$quarantine_dir" "$STATE_DIR"
 for dir in "$OUTPUT_DIR" "$ledger_dir" "$quarantine_dir" "$STATE_DIR"; do
   [ -w "$dir" ] || die "$dir is not writable by $(id -un) (the ledger, its holdout key, quarantined rows and the outputs are written there)"
 done
-for tool in flower-supernode flower-superexec flwr-clientapp; do
+for tool in fedsynth-supernode flower-supernode flwr-clientapp; do
   [ -x "$FEDSYNTH_BIN/$tool" ] || die "$FEDSYNTH_BIN/$tool is missing: install fedsynth there (deploy/README.md) or set FEDSYNTH_BIN"
 done
 
@@ -111,10 +111,11 @@ node_config+=" output-dir=\"$OUTPUT_DIR\" trust-secure-aggregation=$TRUST_SECURE
 # CUDA wheels). Flower forks its app processes, and a forked OpenBLAS thread pool can spin forever.
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 FLWR_DISABLE_UPDATE_CHECK=1
 export OPENBLAS_NUM_THREADS=1 PYTHONUNBUFFERED=1
-# Flower's SuperExec looks for a new message to run once a second by default; every round waits for it.
+# The site's task runtime looks for a new message to run every 0.1 s (Flower's default is 1 s).
 export FLWR_SUPEREXEC_TASK_POLL_INTERVAL=${FLWR_SUPEREXEC_TASK_POLL_INTERVAL:-0.1}
 export FLWR_HOME=${FLWR_HOME:-$STATE_DIR/flwr-home}
-# The SuperNode finds flower-superexec and flwr-clientapp on PATH.
+# fedsynth-supernode is Flower's SuperNode with a warm task runtime (client/supernode.py): each ClientApp
+# task is a fork of a process that has torch and Opacus loaded, instead of a fresh flwr-clientapp.
 export PATH="$FEDSYNTH_BIN:$PATH"
 mkdir -p "$FLWR_HOME"
 
@@ -122,6 +123,6 @@ extra=()
 [ -z "$HEALTH_ADDRESS" ] || extra+=(--health-server-address "$HEALTH_ADDRESS")
 
 echo "$me: site $SITE -> https://$SUPERLINK_ADDRESS, node config: $node_config" >&2
-exec "$FEDSYNTH_BIN/flower-supernode" \
+exec "$FEDSYNTH_BIN/fedsynth-supernode" \
   --root-certificates "$TLS_CA_CERT" --superlink "$SUPERLINK_ADDRESS" --auth-supernode-private-key "$NODE_KEY" \
-  --isolation subprocess --host 127.0.0.1 --port "$RUNTIME_PORT" --node-config "$node_config" "${extra[@]}"
+  --host 127.0.0.1 --port "$RUNTIME_PORT" --node-config "$node_config" "${extra[@]}"

@@ -39,7 +39,7 @@ class LocalDeployment:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.env = {**os.environ, "FLWR_HOME": str(root / "flwr-home"), "FLWR_TELEMETRY_ENABLED": "0",
                     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1", "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",
-                    "OPENBLAS_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+                    "OPENBLAS_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "FLWR_LOG_LEVEL": os.environ.get("FLWR_LOG_LEVEL", "INFO"),
                     "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")])}
         make_consortium_certs(self.pki, ["127.0.0.1", "localhost"])
         for name in self.names:
@@ -89,9 +89,9 @@ class LocalDeployment:
         if not table.exists():
             (self.root / "tables" / f"{name}.csv").rename(table)
         command = [
-            str(BIN / "flower-supernode"), "--root-certificates", str(self.pki / "ca.crt"), "--superlink",
+            str(BIN / "fedsynth-supernode"), "--root-certificates", str(self.pki / "ca.crt"), "--superlink",
             f"127.0.0.1:{self.port}", "--auth-supernode-private-key", str(key or self.pki / f"supernode-{name}.key"),
-            "--isolation", "subprocess", "--port", str(_free_port()), "--node-config",
+            "--port", str(_free_port()), "--node-config",
             f'site="{name}" data-path="{table}" max-epsilon=10.0 schema-path="{self.schema}" '
             f'output-dir="{home / "received"}"',
         ]

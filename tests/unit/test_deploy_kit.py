@@ -123,7 +123,7 @@ def test_node_config_keys_are_the_ones_the_client_reads() -> None:
 @pytest.fixture(scope="module")
 def flower_help() -> dict[str, set[str]]:
     helps = {}
-    for tool, args in (("flower-superlink", ["--help"]), ("flower-supernode", ["--help"]),
+    for tool, args in (("flower-superlink", ["--help"]), ("fedsynth-supernode", ["--help"]),
                        ("flwr", ["supernode", "register", "--help"])):
         if not (BIN / tool).exists():
             pytest.skip(f"{BIN / tool} is not installed")
@@ -143,9 +143,9 @@ def _flags_passed_to(tool: str, text: str) -> set[str]:
     return flags
 
 
-@pytest.mark.parametrize("tool,script", [("flower-superlink", SUPERLINK), ("flower-supernode", SUPERNODE),
+@pytest.mark.parametrize("tool,script", [("flower-superlink", SUPERLINK), ("fedsynth-supernode", SUPERNODE),
                                          ("flower-superlink", DEPLOY / "local" / "up.sh"),
-                                         ("flower-supernode", DEPLOY / "local" / "up.sh")])
+                                         ("fedsynth-supernode", DEPLOY / "local" / "up.sh")])
 def test_every_flag_passed_to_flower_exists(tool: str, script: Path, flower_help: dict[str, set[str]]) -> None:
     passed = _flags_passed_to(tool, script.read_text())
 
@@ -194,7 +194,7 @@ def _supernode_env(tmp_path: Path) -> dict[str, str]:
     ({"TRUST_SECURE_AGGREGATION": "yes"}, "TRUST_SECURE_AGGREGATION must be true or false"),
     ({"SITE": "../evil"}, "SITE='../evil'"),
     ({"NODE_KEY": "{tmp}/ca.crt"}, "is not an OpenSSH private key"),
-    ({}, "no-bin/flower-supernode is missing"),  # every check passed: it stops at the missing install
+    ({}, "no-bin/fedsynth-supernode is missing"),  # every check passed: it stops at the missing install
 ])
 def test_run_supernode_refuses_bad_settings(tmp_path: Path, change: dict[str, str], message: str) -> None:
     env = {**_supernode_env(tmp_path), **{k: v.format(tmp=tmp_path) for k, v in change.items()}}
