@@ -95,7 +95,7 @@ def round_overhead(s: Settings) -> Figure:
     return _goal(value, "<= 0.10 when local training >= 10 s", value <= 0.10 and trained_enough, **details,
                  empty_round_fixed_cost_s=details["empty_round"]["overhead_s"],
                  training_at_least_10_s=trained_enough,
-                 engine="loopback deployment: TLS SuperLink, SuperNode auth, subprocess isolation")
+                 engine="loopback deployment: TLS SuperLink, SuperNode auth, fedsynth-supernode (warm task runtime)")
 
 
 def wire_ratio(s: Settings) -> Figure:
