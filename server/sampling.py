@@ -48,7 +48,7 @@ def sample_table(
     """
     sampler = torch.Generator().manual_seed(seed)
     if not class_frequencies and class_shares is None:
-        table = encoder.decode(generator.sample(rows, generator=sampler))
+        table = encoder.decode_slots(generator.sample_slots(rows, generator=sampler))
         return SyntheticSample(table, {"method": "unconditional"})
     column = encoder.schema.target if class_shares is not None else next(iter(class_frequencies or {}))
     if column is None:
@@ -82,7 +82,7 @@ def _base_shares(
     categories = encoder.schema.column(column).categories or ()
     if class_shares is not None and len(categories) - len(class_shares.shares) < 2:
         return {}, None  # at most one class is left: it takes the remainder whatever the base
-    own = encoder.decode(generator.sample(_OWN_SHARE_ROWS, generator=sampler))[column]
+    own = encoder.decode_slots(generator.sample_slots(_OWN_SHARE_ROWS, generator=sampler))[column]
     return {str(k): float(v) for k, v in own.value_counts(normalize=True).items()}, "the generator's own shares"
 
 

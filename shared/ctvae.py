@@ -21,7 +21,8 @@ from torch import nn
 
 from shared.encoding import OutputBlock
 from shared.generator import categorical_block
-from shared.tvae import TVAEConfig, TVAEGenerator, TVAELoss, in_chunks, rows_from_logits
+from shared.slots import EncodedSlots, one_hot
+from shared.tvae import TVAEConfig, TVAEGenerator, TVAELoss, in_chunks, slots_from_logits
 
 __all__ = ["ConditionalTVAEGenerator", "ConditionalTVAELoss"]
 
@@ -91,13 +92,9 @@ class ConditionalTVAEGenerator(TVAEGenerator):
     def criterion(self) -> nn.Module:
         return ConditionalTVAELoss(self.blocks, self.dim, self.config, self.condition)
 
-    @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator) -> np.ndarray:
         """Draw ``n`` rows: each row's class from the learnt class shares, then the row given its class."""
-        device = next(self._net.parameters()).device
-        shares = torch.softmax(self._net.prior(torch.ones(1, 1, device=device)), dim=1).cpu()[0]
-        classes = torch.multinomial(shares, n, replacement=True, generator=generator) if n else torch.zeros(0)
-        return self._draw(classes.long(), generator)
+        return one_hot(self.sample_slots(n, generator=generator), self.blocks, self.dim)
 
     def sample_conditional(self, n: int, column: str, category: int, *, generator: torch.Generator) -> np.ndarray:
         """Rows of one class of the conditioning column drawn directly given it; other columns by rejection."""
@@ -107,18 +104,33 @@ class ConditionalTVAEGenerator(TVAEGenerator):
             raise ValueError(f"column {column!r} has category slots 0..{self.condition.width - 1}, got {category}")
         return self._draw(torch.full((n,), category, dtype=torch.long), generator)
 
-    @torch.no_grad()
     def _draw(self, classes: torch.Tensor, generator: torch.Generator) -> np.ndarray:
+        return one_hot(self._draw_slots(classes, generator), self.blocks, self.dim)
+
+    def sample_slots(self, n: int, *, generator: torch.Generator) -> EncodedSlots:
+        device = next(self._net.parameters()).device
+        with torch.no_grad():
+            shares = torch.softmax(self._net.prior(torch.ones(1, 1, device=device)), dim=1).cpu()[0]
+        classes = torch.multinomial(shares, n, replacement=True, generator=generator) if n else torch.zeros(0)
+        return self._draw_slots(classes.long(), generator)
+
+    @torch.no_grad()
+    def _draw_slots(self, classes: torch.Tensor, generator: torch.Generator) -> EncodedSlots:
         n, block = len(classes), self.condition
+        index = [b for b in self.blocks if b.kind == "categorical"].index(block)
         self._net.eval()
         device = next(self._net.parameters()).device
+        drawn = 0
 
-        def draw(rows: slice, out: np.ndarray) -> None:
-            z = torch.randn(len(out), self.config.latent, generator=generator).to(device)
-            c = F.one_hot(classes[rows], block.width).float().to(device)
-            rows_from_logits(self._net.decoder(z, c).cpu(), self.blocks, self.dim, generator=generator, out=out)
-            out[:, block.start : block.start + block.width] = c.cpu().numpy()  # the class conditioned on
+        def draw(count: int) -> EncodedSlots:
+            nonlocal drawn
+            chosen, drawn = classes[drawn : drawn + count], drawn + count
+            z = torch.randn(count, self.config.latent, generator=generator).to(device)
+            c = F.one_hot(chosen, block.width).float().to(device)
+            rows = slots_from_logits(self._net.decoder(z, c).cpu(), self.blocks, generator=generator)
+            rows.slots[:, index] = chosen.numpy()  # the class conditioned on
+            return rows
 
-        table = in_chunks(n, self.dim, draw)
+        sample = in_chunks(n, self.blocks, draw)
         self._net.train()
-        return table
+        return sample

@@ -25,9 +25,11 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from shared.errors import DataValidationError
 from shared.schema import Column, Schema
+from shared.slots import EncodedSlots, slots_of
 
 __all__ = ["OutputBlock", "TableEncoder", "column_bins"]
 
@@ -223,23 +225,34 @@ class TableEncoder:
             raise ValueError(f"decode: expected an array of shape (n, {self.dim}), got {x.shape}")
         if not np.issubdtype(x.dtype, np.floating):
             x = x.astype(np.float64)
+        return self.decode_slots(slots_of(x, self.blocks))
+
+    def decode_slots(self, encoded: EncodedSlots) -> pd.DataFrame:
+        """Decode rows in compact form (``shared.slots``: a slot per categorical block, the offsets)."""
+        categorical = [b for b in self.blocks if b.kind == "categorical"]
+        if encoded.slots.shape[1] != len(categorical) or encoded.offsets.shape[1] != len(self._offsets):
+            raise ValueError(f"decode: expected {len(categorical)} slots and {len(self._offsets)} offsets a row, got "
+                             f"{encoded.slots.shape[1]} and {encoded.offsets.shape[1]}")
         decoded: dict[str, Any] = {}
+        slots: dict[str, np.ndarray] = {}
+        for index, block in enumerate(categorical):
+            slots[block.column] = slot = encoded.slots[:, index]
+            if len(slot) and (slot.min() < 0 or slot.max() >= block.width):
+                raise ValueError(f"decode: a slot of column {block.column!r} lies outside 0..{block.width - 1}")
+        offsets = {b.column: encoded.offsets[:, i] for i, b in enumerate(b for b in self.blocks if b.kind == "offset")}
         for col in _encoded_columns(self.schema):
-            block = self._slots[col.name]
-            slot = _chosen_slots(x[:, block.start : block.start + block.width])
-            missing = (slot == block.width - 1) if col.nullable else np.zeros(len(x), dtype=bool)
+            slot, width = slots[col.name], self._slots[col.name].width
+            missing = (slot == width - 1) if col.nullable else np.zeros(len(slot), dtype=bool)
             if col.type == "categorical":
-                labels = np.array([*(col.categories or ()), None], dtype=object)
-                decoded[col.name] = pd.array(labels[np.where(missing, -1, slot)], dtype="string")
+                decoded[col.name] = _string_array(col.categories or (), slot, missing)
                 continue
-            bins = self._bins[col.name]
             idx = np.where(missing, 0, slot)
-            # A diverged generator's NaN must not crash decoding: it reads as 0, as in a block (_chosen_slots).
-            offset = np.clip(np.nan_to_num(x[:, self._offsets[col.name].start].astype(np.float64), nan=0.0), 0.0, 1.0)
-            decoded[col.name] = _numeric_array(col, bins.values(idx, offset), missing)
+            # A diverged generator's NaN must not crash decoding: it reads as 0, as in a block (chosen_slots).
+            offset = np.clip(np.nan_to_num(offsets[col.name].astype(np.float64), nan=0.0), 0.0, 1.0)
+            decoded[col.name] = _numeric_array(col, self._bins[col.name].values(idx, offset), missing)
         for col in self.schema.synthesized_columns:
             if col.derived_from is not None:
-                decoded[col.name] = _derived_array(col, decoded[col.derived_from])
+                decoded[col.name] = _derived_array(col, self.schema.column(col.derived_from), slots[col.derived_from])
         return pd.DataFrame({name: decoded[name] for name in self.columns})
 
     def describe(self) -> dict[str, Any]:
@@ -263,26 +276,6 @@ class TableEncoder:
         return out
 
 
-def _chosen_slots(block: np.ndarray) -> np.ndarray:
-    """Each row's slot in a block: ``argmax``, computed as two matrix-vector products when every row is one-hot.
-
-    A generator's sample is one-hot, and ``np.argmax`` over a narrow strided slice of a wide table cost ~7x the
-    products (a sixth of sampling a table). With non-negative values (one-hot rows or probabilities, what decode
-    takes), a row summing to 1 whose weighted index points at a 1 is exactly one-hot; any other row sends the
-    block to ``argmax``.
-    """
-    width = block.shape[1]
-    index = block @ np.arange(width, dtype=block.dtype)
-    total = block @ np.ones(width, dtype=block.dtype)
-    slot = np.rint(np.nan_to_num(index, nan=-1.0, posinf=-1.0, neginf=-1.0)).astype(np.int64)  # NaN: not one-hot
-    inside = (slot >= 0) & (slot < width)
-    hits = np.zeros(len(block), dtype=bool)
-    hits[inside] = block[np.flatnonzero(inside), slot[inside]] == 1
-    if len(block) and bool(np.all((total == 1) & (index == slot) & hits)):
-        return slot
-    return np.argmax(np.nan_to_num(block, nan=0.0), axis=1)  # a diverged generator's NaN reads as 0
-
-
 def _encoded_columns(schema: Schema) -> tuple[Column, ...]:
     return tuple(c for c in schema.synthesized_columns if c.derived_from is None)
 
@@ -293,11 +286,19 @@ def _numeric_array(col: Column, values: np.ndarray, missing: np.ndarray) -> pd.a
     return pd.arrays.FloatingArray(np.where(missing, 0.0, values).astype(np.float64), missing.copy())
 
 
-def _derived_array(col: Column, source: pd.api.extensions.ExtensionArray) -> pd.api.extensions.ExtensionArray:
-    mapped = pd.Series(source).map(col.mapping or {})
-    missing = mapped.isna().to_numpy()
-    values = mapped.fillna(0.0).to_numpy(dtype=np.float64)
-    return _numeric_array(col, values, missing)
+def _string_array(categories: tuple[str, ...], slot: np.ndarray, missing: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """The column's labels as pandas strings, taken from the category list by Arrow (no Python string per row)."""
+    taken = pa.array(list(categories), type=pa.string()).take(pa.array(np.where(missing, 0, slot), mask=missing))
+    return pd.array(taken, dtype="string")
+
+
+def _derived_array(col: Column, source: Column, slot: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """The derived column from its source's slots through the public mapping (the source's missing slot: NaN)."""
+    mapping = col.mapping or {}
+    table = np.array([mapping.get(c, np.nan) for c in source.categories or ()] + [np.nan] * int(source.nullable), dtype=np.float64)
+    values = table[slot]
+    missing = np.isnan(values)
+    return _numeric_array(col, np.where(missing, 0.0, values), missing)
 
 
 def _plain(value: float) -> int | float:

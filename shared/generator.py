@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from shared.encoding import OutputBlock
+from shared.slots import EncodedSlots, slots_of
 
 _MAX_DRAWS_PER_ROW = 200  # rejection sampling gives up when fewer than 1 draw in this many has the class
 _MIN_DRAWS = 10_000
@@ -55,6 +56,13 @@ class TabularGenerator(ABC):
     @abstractmethod
     def sample(self, n: int, *, generator: torch.Generator) -> np.ndarray:
         """Draw ``n`` encoded rows (float32, the encoder's layout)."""
+
+    def sample_slots(self, n: int, *, generator: torch.Generator) -> EncodedSlots:
+        """The same draw as ``sample`` in compact form (``shared.slots``), which is what a table is decoded from.
+
+        A generator that makes its categories one at a time overrides this to skip the one-hot table.
+        """
+        return slots_of(self.sample(n, generator=generator), self.blocks)
 
     def sample_conditional(self, n: int, column: str, category: int, *, generator: torch.Generator) -> np.ndarray:
         """Draw ``n`` encoded rows whose categorical ``column`` is the category in slot ``category``.

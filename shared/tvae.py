@@ -24,6 +24,7 @@ from torch import nn
 
 from shared.encoding import OutputBlock
 from shared.generator import TabularGenerator
+from shared.slots import EncodedSlots, one_hot
 
 
 # Rows decoded at a time: the activations of a few thousand rows stay in the CPU's cache, which made sampling
@@ -128,55 +129,43 @@ class TVAEGenerator(TabularGenerator):
         loss.backward()
         optimizer.step()
 
-    @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator) -> np.ndarray:
+        return one_hot(self.sample_slots(n, generator=generator), self.blocks, self.dim)
+
+    @torch.no_grad()
+    def sample_slots(self, n: int, *, generator: torch.Generator) -> EncodedSlots:
         self._module.eval()
         device = next(self._module.parameters()).device
 
-        def draw(rows: slice, out: np.ndarray) -> None:
-            z = torch.randn(len(out), self.config.latent, generator=generator).to(device)
-            rows_from_logits(self._module.decoder(z).cpu(), self.blocks, self.dim, generator=generator, out=out)
+        def draw(count: int) -> EncodedSlots:
+            z = torch.randn(count, self.config.latent, generator=generator).to(device)
+            return slots_from_logits(self._module.decoder(z).cpu(), self.blocks, generator=generator)
 
-        table = in_chunks(n, self.dim, draw)
+        sample = in_chunks(n, self.blocks, draw)
         self._module.train()
-        return table
+        return sample
 
 
-def in_chunks(n: int, dim: int, draw: Callable[[slice, np.ndarray], None]) -> np.ndarray:
-    """An (n, dim) float32 table filled ``SAMPLE_CHUNK`` rows at a time by ``draw(rows, out)``, which writes the
-    rows ``rows`` of the table into ``out`` (that slice of it)."""
-    table = np.empty((n, dim), dtype=np.float32)
-    for start in range(0, n, SAMPLE_CHUNK):
-        rows = slice(start, min(start + SAMPLE_CHUNK, n))
-        draw(rows, table[rows])
-    return table
+def in_chunks(n: int, blocks: tuple[OutputBlock, ...], draw: Callable[[int], EncodedSlots]) -> EncodedSlots:
+    """``n`` rows drawn ``SAMPLE_CHUNK`` at a time by ``draw(count)``, in order."""
+    return EncodedSlots.concatenate([draw(min(SAMPLE_CHUNK, n - start)) for start in range(0, n, SAMPLE_CHUNK)], blocks)
 
 
-def rows_from_logits(
-    recon: torch.Tensor, blocks: tuple[OutputBlock, ...], dim: int, *, generator: torch.Generator,
-    out: np.ndarray | None = None,
-) -> np.ndarray:
-    """Encoded rows from the decoder's output: a category drawn per categorical block, a sigmoid per offset.
+def slots_from_logits(recon: torch.Tensor, blocks: tuple[OutputBlock, ...], *, generator: torch.Generator) -> EncodedSlots:
+    """Rows in compact form from the decoder's output: a category drawn per categorical block, a sigmoid per offset.
 
     A category is drawn by inverting its block's cumulative softmax at one uniform per row: the same
     distribution as ``torch.multinomial``, in a few vectorised operations instead of a draw per row, which made
-    sampling half the time of a synthetic table (``python -m benchmarks --only sampling_vs_ctgan``). The rows
-    are float32 (n, dim), written into ``out`` when given (a contiguous slice of a larger table).
+    sampling half the time of a synthetic table (``python -m benchmarks --only sampling_vs_ctgan``).
     """
     n = len(recon)
-    rows_out = np.empty((n, dim), dtype=np.float32) if out is None else out
-    rows_out.fill(0.0)
-    encoded = torch.from_numpy(rows_out)  # shares memory: the rows are written where the caller wants them
-    rows = torch.arange(n)
     categorical = [b for b in blocks if b.kind == "categorical"]
     uniforms = torch.rand(n, len(categorical), generator=generator)
+    slots = torch.empty(n, len(categorical), dtype=torch.int64)
     for index, block in enumerate(categorical):
         cumulative = torch.softmax(recon[:, block.start : block.start + block.width], dim=1).cumsum_(dim=1)
         # Each row's total is 1 up to rounding: scale the uniform by it, so the last category is never skipped.
         threshold = uniforms[:, index : index + 1] * cumulative[:, -1:]
-        choice = (cumulative < threshold).sum(dim=1).clamp_(max=block.width - 1)
-        encoded[rows, block.start + choice] = 1.0
-    for block in blocks:
-        if block.kind != "categorical":
-            encoded[:, block.start : block.start + block.width] = torch.sigmoid(recon[:, block.start : block.start + block.width])
-    return rows_out
+        torch.clamp((cumulative < threshold).sum(dim=1), max=block.width - 1, out=slots[:, index])
+    starts = [b.start for b in blocks if b.kind != "categorical"]
+    return EncodedSlots(slots.numpy(), torch.sigmoid(recon[:, starts]).numpy())

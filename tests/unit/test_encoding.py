@@ -236,16 +236,16 @@ def test_decode_inverts_encode_on_validated_tables_property(case: tuple[Schema, 
 
 @given(st.lists(st.integers(0, 4), min_size=1, max_size=40), st.booleans())
 def test_slot_of_a_block_is_argmax_whether_one_hot_or_not(slots: list[int], soften: bool) -> None:
-    from shared.encoding import _chosen_slots
+    from shared.slots import chosen_slots
 
     block = np.eye(5, dtype=np.float32)[slots]
     if soften:  # one row of probabilities sends the whole block to argmax, with the same answers
         block[0] = block[0] * 0.6 + 0.08
-    assert _chosen_slots(block).tolist() == np.argmax(block, axis=1).tolist()
+    assert chosen_slots(block).tolist() == np.argmax(block, axis=1).tolist()
 
 
 def test_a_diverged_generators_nan_reads_as_zero() -> None:
-    from shared.encoding import _chosen_slots
+    from shared.slots import chosen_slots
 
     block = np.array([[np.nan, 0.2, 0.7], [0.0, 1.0, 0.0]], dtype=np.float32)
-    assert _chosen_slots(block).tolist() == [2, 1]
+    assert chosen_slots(block).tolist() == [2, 1]
