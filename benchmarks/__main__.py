@@ -106,7 +106,7 @@ def wire_ratio(s: Settings) -> Figure:
                  update_bytes=figures.update_bytes, serialize_s=round(figures.serialize_s, 5),
                  deserialize_s=round(figures.deserialize_s, 5),
                  training_round_s=round(figures.training_s, 3), serialize_share=round(figures.serialize_share, 4),
-                 secure_agg_ratio=round(figures.secure_agg_ratio, 4))
+                 secure_agg_ratio=round(figures.secure_agg_ratio, 4), update_objects=figures.objects)
 
 
 _shared: dict[str, Any] = {}  # the 5-site run and CTGAN's figures serve both CTGAN comparisons

@@ -39,6 +39,7 @@ class WireFigures:
     serialize_s: float  # at the site: state dict -> ArrayRecord -> the deflated objects Flower pushes
     deserialize_s: float  # at the server: objects -> Message -> state dict
     training_s: float  # one round of the site's local training (train_round), the median of three
+    objects: int  # objects Flower stores and moves one by one for the update (each hop pulls or pushes each)
 
     @property
     def ratio(self) -> float:
@@ -106,5 +107,6 @@ def measure(*, repeats: int = 5) -> WireFigures:
     masked = ArrayRecord({k: Array(rng.integers(0, 2**63, size=tuple(v.shape), dtype=np.uint64))
                           for k, v in state.items()})
     secure_size, _ = wire_bytes(_reply(masked))
+    objects = len(wire_bytes(_reply(ArrayRecord(state)))[1])
     return WireFigures(parameters, size, secure_size, float(np.median(serialize)), float(np.median(deserialize)),
-                       training)
+                       training, objects)

@@ -34,6 +34,7 @@ def test_quick_run_prints_the_table_and_writes_the_keys(tmp_path: Path) -> None:
     wire = figures["wire_ratio"]
     # Flower's framing adds headers only: never less than the float32 payload, and not double it.
     assert 1.0 <= wire["value"] < 1.2 and wire["update_bytes"] >= wire["parameters"] * 4
+    assert wire["update_objects"] > 3  # at least the message, its content and one array
     assert 1.9 < wire["secure_agg_ratio"] < 2.2  # 64-bit masked integers
     assert 0 < wire["serialize_s"] and 0 < wire["training_round_s"]
 
