@@ -120,16 +120,14 @@ class ConditionalTVAEGenerator(TVAEGenerator):
         index = [b for b in self.blocks if b.kind == "categorical"].index(block)
         self._net.eval()
         device = next(self._net.parameters()).device
-        drawn = 0
 
-        def draw(count: int) -> EncodedSlots:
-            nonlocal drawn
-            chosen, drawn = classes[drawn : drawn + count], drawn + count
-            z = torch.randn(count, self.config.latent, generator=generator).to(device)
+        def draw(rows: slice) -> EncodedSlots:
+            chosen = classes[rows]
+            z = torch.randn(len(chosen), self.config.latent, generator=generator).to(device)
             c = F.one_hot(chosen, block.width).float().to(device)
-            rows = slots_from_logits(self._net.decoder(z, c).cpu(), self.blocks, generator=generator)
-            rows.slots[:, index] = chosen.numpy()  # the class conditioned on
-            return rows
+            drawn = slots_from_logits(self._net.decoder(z, c).cpu(), self.blocks, generator=generator)
+            drawn.slots[:, index] = chosen.numpy()  # the class conditioned on
+            return drawn
 
         sample = in_chunks(n, self.blocks, draw)
         self._net.train()

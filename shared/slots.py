@@ -28,7 +28,7 @@ class EncodedSlots:
     """
 
     slots: np.ndarray  # (n, categorical blocks), int64
-    offsets: np.ndarray  # (n, offset blocks), float32; NaN (a diverged generator) decodes as 0
+    offsets: np.ndarray  # (n, offset blocks), floats in [0, 1]; NaN (a diverged generator) decodes as 0
 
     def __post_init__(self) -> None:
         if self.slots.ndim != 2 or self.offsets.ndim != 2 or len(self.slots) != len(self.offsets):
@@ -69,7 +69,7 @@ def slots_of(x: np.ndarray, blocks: tuple[OutputBlock, ...]) -> EncodedSlots:
     for index, block in enumerate(categorical):
         slots[:, index] = chosen_slots(x[:, block.start : block.start + block.width])
     starts = [b.start for b in blocks if b.kind != "categorical"]
-    return EncodedSlots(slots, np.asarray(x[:, starts], dtype=np.float32))
+    return EncodedSlots(slots, x[:, starts])  # the table's own precision: a float64 offset decodes as before
 
 
 def chosen_slots(block: np.ndarray) -> np.ndarray:

@@ -137,8 +137,8 @@ class TVAEGenerator(TabularGenerator):
         self._module.eval()
         device = next(self._module.parameters()).device
 
-        def draw(count: int) -> EncodedSlots:
-            z = torch.randn(count, self.config.latent, generator=generator).to(device)
+        def draw(rows: slice) -> EncodedSlots:
+            z = torch.randn(rows.stop - rows.start, self.config.latent, generator=generator).to(device)
             return slots_from_logits(self._module.decoder(z).cpu(), self.blocks, generator=generator)
 
         sample = in_chunks(n, self.blocks, draw)
@@ -146,9 +146,10 @@ class TVAEGenerator(TabularGenerator):
         return sample
 
 
-def in_chunks(n: int, blocks: tuple[OutputBlock, ...], draw: Callable[[int], EncodedSlots]) -> EncodedSlots:
-    """``n`` rows drawn ``SAMPLE_CHUNK`` at a time by ``draw(count)``, in order."""
-    return EncodedSlots.concatenate([draw(min(SAMPLE_CHUNK, n - start)) for start in range(0, n, SAMPLE_CHUNK)], blocks)
+def in_chunks(n: int, blocks: tuple[OutputBlock, ...], draw: Callable[[slice], EncodedSlots]) -> EncodedSlots:
+    """``n`` rows drawn ``SAMPLE_CHUNK`` at a time, in order, by ``draw(rows)`` for each slice ``rows`` of them."""
+    chunks = [draw(slice(start, min(start + SAMPLE_CHUNK, n))) for start in range(0, n, SAMPLE_CHUNK)]
+    return EncodedSlots.concatenate(chunks, blocks)
 
 
 def slots_from_logits(recon: torch.Tensor, blocks: tuple[OutputBlock, ...], *, generator: torch.Generator) -> EncodedSlots:

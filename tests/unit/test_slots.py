@@ -69,6 +69,20 @@ def test_a_missing_slot_decodes_as_null_in_the_column_and_its_derived_column() -
     assert frame["f"].isna().tolist() == [False, True]
 
 
+def test_a_float64_table_decodes_at_its_own_precision() -> None:
+    # Prepare: an offset that float32 would round
+    encoded = EncodedSlots(np.array([[2, 0, 5]]), np.array([[0.5, 0.123456789012345]]))
+    table = one_hot(encoded, ENCODER.blocks, ENCODER.dim).astype(np.float64)
+    table[:, [b.start for b in ENCODER.blocks if b.kind == "offset"]] = encoded.offsets
+
+    # Execute
+    frame = ENCODER.decode(table)
+
+    # Assert
+    expected = ENCODER._bins["f"].values(np.array([5]), np.array([0.123456789012345]))  # noqa: SLF001
+    assert frame["f"][0] == expected[0]
+
+
 def test_a_slot_outside_its_block_is_refused() -> None:
     with pytest.raises(ValueError, match="'c'"):
         ENCODER.decode_slots(EncodedSlots(np.array([[0, 4, 0]]), np.zeros((1, 2), dtype=np.float32)))
