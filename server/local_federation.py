@@ -102,13 +102,50 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], log_path: Path) 
 def run_app(
     app_dir: Path, *, num_sites: int, run_config: dict[str, object], env: dict[str, str], log: IO[str] | None = None
 ) -> int:
-    """`flwr run APP --stream` with the given overrides; output goes to ``log`` or the terminal."""
+    """`flwr run APP --stream` with the given overrides; output goes to ``log`` or the terminal.
+
+    A run whose simulation engine could not start Ray is submitted once more (see ``_RAY_DID_NOT_START``).
+    """
     overrides = " ".join(f"{k}={_toml(v)}" for k, v in run_config.items())
     command = [
         _bin("flwr"), "run", str(app_dir), "--stream",
         "--federation-config", f"num-supernodes={num_sites}", "--run-config", overrides,
     ]
-    return subprocess.call(command, env=env, stdout=log, stderr=subprocess.STDOUT if log else None)
+    return run_retrying_engine_start(command, env=env, log=log)
+
+
+# Ray gives its raylet a fixed 30 s to register (ray/_private/node.py); on a small, busy machine (CI's 2 cores)
+# it sometimes misses that, and Flower ends the run before any site was asked for anything. Nothing was charged
+# then (no site trained, no release was made) and the ServerApp writes atomically, so submitting the run again
+# is safe; without the retry a demo or a test fails for the machine's load, not for fedsynth.
+_RAY_DID_NOT_START = "The current node timed out during startup"
+_ENGINE_START_ATTEMPTS = 2
+
+
+def run_retrying_engine_start(command: list[str], *, env: dict[str, str], log: IO[str] | None = None) -> int:
+    """Runs ``command``, relaying its output to ``log`` (or stdout); again once if Ray did not start."""
+    sink = log if log is not None else sys.stdout
+    for attempt in range(1, _ENGINE_START_ATTEMPTS + 1):
+        code, engine_failed = _relay(command, env, sink)
+        if not engine_failed or attempt == _ENGINE_START_ATTEMPTS:
+            return code
+        sink.write(f"fedsynth: Flower's simulation engine could not start Ray in time (attempt {attempt} of "
+                   f"{_ENGINE_START_ATTEMPTS}; the machine may be busy); submitting the run again\n")
+        sink.flush()
+    raise AssertionError("unreachable")
+
+
+def _relay(command: list[str], env: dict[str, str], sink: IO[str]) -> tuple[int, bool]:
+    engine_failed = False
+    with subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            sink.write(line)
+            sink.flush()  # the coordinator follows a --stream run as it happens
+            engine_failed = engine_failed or _RAY_DID_NOT_START in line
+    return process.returncode, engine_failed
 
 
 def _toml(value: object) -> str:
