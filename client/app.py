@@ -17,7 +17,7 @@ import secrets
 import time
 from typing import cast
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from client import secure_aggregation
@@ -31,6 +31,7 @@ from shared.ledger import Ledger, Release, record_spend
 from shared.logs import configure_logging
 from shared.plan import TRUST_LOCAL, TRUST_SECAGG, TrainingPlan
 from shared.schema import Schema, load_schema
+from shared.wire import layout_of, pack, unpack
 
 app = ClientApp()
 logger = logging.getLogger(__name__)
@@ -55,6 +56,10 @@ def train(msg: Message, context: Context) -> Message:
     site = SiteConfig.from_context(dict(context.node_config), dict(context.run_config))
     schema = _schema(plan, site)
     encoder = TableEncoder.from_schema(schema)
+    # Unpacked before anything is spent: a generator this site cannot read costs it no budget.
+    generator = build_generator(plan, encoder)
+    layout = layout_of(generator.state_dict())
+    arrays = unpack(msg.content.array_records["arrays"], layout)
     data = load_site_data(
         site.data_path, schema, encoder, holdout_key=_holdout_key(site, plan),
         holdout_fraction=plan.evaluate_holdout_fraction, max_rows_per_unit=plan.max_rows_per_unit,
@@ -80,8 +85,6 @@ def train(msg: Message, context: Context) -> Message:
     if plan.site_dp != "off":
         _record_site_level(site, plan, server_round)
 
-    arrays = msg.content.array_records["arrays"]
-    generator = build_generator(plan, encoder)
     generator.load_state_dict(arrays.to_torch_state_dict())
     seed = site.noise_seed if site.noise_seed is not None else secrets.randbits(63)
     rng = torch.Generator().manual_seed(seed + server_round)
@@ -106,11 +109,13 @@ def train(msg: Message, context: Context) -> Message:
         }
     )
     identity = ConfigRecord({"site": site.site, "trust": trust})
-    reply_arrays = ArrayRecord(generator.state_dict())
+    trained = generator.state_dict()
     if plan.secure_agg:
-        keys = list(arrays.keys())
-        update = site_update(plan, [reply_arrays[k].numpy() - arrays[k].numpy() for k in keys])
+        keys = list(layout)
+        update = site_update(plan, [trained[k].numpy() - arrays[k].numpy() for k in keys])
         reply_arrays = secure_aggregation.mask_update(context, msg.content.config_records["secagg"], keys, update)
+    else:
+        reply_arrays = pack(trained)
     content = RecordDict({"arrays": reply_arrays, "metrics": metrics, "site": identity})
     return Message(content=content, reply_to=msg)
 

@@ -11,10 +11,11 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from shared.errors import SecureAggregationError
 from shared.secure_aggregation import SecAggClient, SecAggConfig
+from shared.wire import pack
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def share(msg: Message, context: Context) -> Message:
 
 
 def mask_update(context: Context, incoming: ConfigRecord, keys: Sequence[str], update: list[np.ndarray]) -> ArrayRecord:
-    """Stage 3 (inside the train reply): take the shares addressed to this site and mask its update."""
+    """Stage 3 (inside the train reply): take the shares addressed to this site and mask its update (packed)."""
     client = _load(context)
     senders = [int(s) for s in incoming["senders"]]  # type: ignore[union-attr]
     client.receive_shares(dict(zip(senders, _blobs(incoming["ciphertexts"]), strict=True)))
@@ -62,7 +63,7 @@ def mask_update(context: Context, incoming: ConfigRecord, keys: Sequence[str], u
         )
     masked = client.mask(update)
     _save(context, client)
-    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in zip(keys, masked, strict=True)})
+    return pack(dict(zip(keys, masked, strict=True)))  # flat on the wire, as every update (shared/wire.py)
 
 
 def unmask(msg: Message, context: Context) -> Message:

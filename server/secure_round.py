@@ -42,7 +42,7 @@ class SecureRounds:
         if not messages:
             return messages
         arrays = messages[0].content.array_records["arrays"]
-        self._keys = list(arrays.keys())
+        self._keys = sorted(arrays.keys())  # the order sites mask in (shared/wire.layout_of)
         nodes = [m.metadata.dst_node_id for m in messages]
         self._server = server = SecAggServer(self.config, nodes, [tuple(arrays[k].shape) for k in self._keys])
         round_id = f"{self.plan.run_id}/{server_round}"

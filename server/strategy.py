@@ -36,6 +36,7 @@ from flwr.serverapp.strategy.fedopt import FedOpt
 from server.round_outcome import DROPPED, FAILED, REFUSED, UPDATED, RoundOutcome, SiteOutcome, SiteReport, node_name
 from shared.errors import FedsynthError
 from shared.plan import TrainingPlan
+from shared.wire import WireFormatError, layout_of, pack, unpack
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +181,10 @@ class LedgeredFedAdam(FedAdam, _Averaging):
         if self.secure_sum is not None:
             self.grid = grid
             messages = self.secure_sum.open(server_round, messages, grid)
+        if messages:  # flat on the wire only (shared/wire.py); one packing serves every site
+            flat = pack({key: array.numpy() for key, array in messages[0].content.array_records["arrays"].items()})
+            for message in messages:
+                message.content.array_records["arrays"] = flat
         # Kept so that a reply can be traced to the node it was sent to: the Grid gives each message its id
         # when it pushes it, and the SuperLink answers for a node that went away with its own id as sender.
         self._sent = messages
@@ -206,7 +211,7 @@ class LedgeredFedAdam(FedAdam, _Averaging):
                 else:
                     outcomes.append(SiteOutcome(node, self._name(node), FAILED, replied, str(msg.error.reason or "")))
                 continue
-            problem = self._problem(msg)
+            problem = self._unwire(msg) or self._problem(msg)
             if problem:
                 logger.warning("round %d: update from node %d refused: %s", server_round, node, problem)
                 outcomes.append(SiteOutcome(node, self._reply_name(msg, node), REFUSED, replied, problem))
@@ -235,6 +240,18 @@ class LedgeredFedAdam(FedAdam, _Averaging):
         site = msg.content.config_records.get("site")
         name = site.get("site") if site is not None else None
         return name if isinstance(name, str) and 0 < len(name) <= 64 else self._name(node)
+
+    def _unwire(self, msg: Message) -> str | None:
+        """Unpacks the reply's flat generator into per-tensor arrays in place; why it cannot be, or None."""
+        records = msg.content.array_records
+        if len(records) != 1:
+            return None  # _problem says what is wrong with the reply's shape
+        name = next(iter(records))
+        try:
+            records[name] = unpack(records[name], layout_of(self.current_arrays or {}))
+        except WireFormatError as exc:
+            return str(exc)
+        return None
 
     def _problem(self, msg: Message) -> str | None:
         """Why a reply cannot be averaged, or None. Never echoes array contents."""

@@ -6,8 +6,9 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, RecordDict
+from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
 from flwr.app.message.message import make_message
 from flwr.common.serde import message_to_proto
 from opacus.accountants import PRVAccountant
@@ -15,11 +16,12 @@ from opacus.accountants import PRVAccountant
 from client.app import app as client_app
 from server.config import RunConfig
 from server.plan import make_plan
-from shared.encoding import TableEncoder
+from shared.encoding import OutputBlock, TableEncoder
 from shared.errors import BudgetExceededError
 from shared.plan import TrainingPlan
 from shared.schema import Schema, load_schema
 from shared.tvae import TVAEGenerator
+from shared.wire import WireFormatError, layout_of, pack, unpack
 from tests.conftest import CANARY_CATEGORY, CANARY_FLOAT, CANARY_ID, write_site_table
 
 
@@ -40,7 +42,7 @@ def _train_message(plan: TrainingPlan, server_round: int) -> Message:
         run_id=1, message_id=f"m{server_round}", src_node_id=0, dst_node_id=7, reply_to_message_id="",
         group_id=str(server_round), created_at=time.time(), ttl=3600.0, message_type="train",
     )
-    return make_message(metadata, RecordDict({"arrays": ArrayRecord(generator.state_dict()), "config": config}))
+    return make_message(metadata, RecordDict({"arrays": pack(generator.state_dict()), "config": config}))
 
 
 def _context(sites_dir: Path, cap: float) -> Context:
@@ -69,6 +71,30 @@ def test_reply_carries_only_weights_and_noised_metrics(site: tuple[Path, Path]) 
     assert set(metrics) == {"weight", "noisy-loss", "epsilon-run", "epsilon-total", "steps"}
     assert metrics["weight"] == 1.0  # never the row count
     assert dict(reply.content.config_records["site"]) == {"site": "site-1", "trust": "local"}
+    sent = _train_message(plan, 1).content.array_records["arrays"]
+    [flat] = reply.content.array_records["arrays"].values()  # the whole generator as one array on the wire
+    assert flat.shape == next(iter(sent.values())).shape
+    layout = layout_of(TVAEGenerator(*_blocks(plan), plan.model_config, seed=plan.seed).state_dict())
+    before, after = unpack(sent, layout), unpack(reply.content.array_records["arrays"], layout)
+    assert all(np.isfinite(after[k].numpy()).all() for k in layout)
+    assert any(not np.array_equal(before[k].numpy(), after[k].numpy()) for k in layout)  # it trained
+
+
+def test_a_generator_sent_in_another_layout_is_refused_by_name(site: tuple[Path, Path]) -> None:
+    sites, schema = site
+    plan = _plan(schema)
+    message = _train_message(plan, 1)
+    state = TVAEGenerator(*_blocks(plan), plan.model_config, seed=plan.seed).state_dict()
+    state.pop(next(iter(state)))  # a server on another generator shape
+    message.content.array_records["arrays"] = pack(state)
+    with pytest.raises(WireFormatError, match="layout"):
+        client_app(message, _context(sites, cap=5.0))
+    assert not (sites / "site-1.ledger.json").exists()  # refused before anything was spent
+
+
+def _blocks(plan: TrainingPlan) -> tuple[tuple[OutputBlock, ...], int]:
+    encoder = TableEncoder.from_schema(Schema.from_dict(json.loads(plan.schema_json)))
+    return encoder.blocks, encoder.dim
 
 
 def test_spend_is_cumulative_across_rounds_and_processes(site: tuple[Path, Path]) -> None:

@@ -14,18 +14,21 @@ from flwr.serverapp.strategy import FedAdam
 
 from server.strategy import LedgeredFedAdam, SiteReport
 from shared.plan import TrainingPlan
+from shared.wire import pack
 
 GOOD_METRICS = {"weight": 1.0, "noisy-loss": 12.0, "epsilon-run": 0.5, "epsilon-total": 0.5, "steps": 4}
 
 
-def _reply(node: int, arrays: dict[str, np.ndarray], metrics: dict[str, float] | None = None) -> Message:
+def _reply(node: int, arrays: dict[str, np.ndarray], metrics: dict[str, float] | None = None, *,
+           wire: bool = True) -> Message:
+    """A site's reply as it arrives (``wire``: packed flat), or as the averaging step sees it once unpacked."""
     metadata = Metadata(
         run_id=1, message_id=f"r{node}", src_node_id=node, dst_node_id=0, reply_to_message_id="q",
         group_id="1", created_at=time.time(), ttl=60.0, message_type="train",
     )
     content = RecordDict(
         {
-            "arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+            "arrays": pack(arrays) if wire else ArrayRecord({k: Array(v) for k, v in arrays.items()}),
             "metrics": MetricRecord(metrics or GOOD_METRICS),
             "site": ConfigRecord({"site": f"site-{node}"}),
         }
@@ -95,7 +98,8 @@ def test_central_site_dp_clips_each_update_and_noises_the_average_before_adam() 
     big = np.full(dim, 100.0)  # norm 100 * sqrt(dim): clipped to norm 1
     small = np.full(dim, 1e-9)  # (Flower's clip divides by the norm: an all-zero update would raise)
 
-    averaged, _ = super(FedAdam, strategy).aggregate_train(1, [_reply(1, {"w": big}), _reply(2, {"w": small})])
+    averaged, _ = super(FedAdam, strategy).aggregate_train(1, [_reply(1, {"w": big}, wire=False),
+                                                                   _reply(2, {"w": small}, wire=False)])
 
     assert averaged is not None
     values = averaged["w"].numpy()
@@ -159,8 +163,8 @@ def test_robust_rules_keep_one_hostile_update_from_moving_the_model(rule: str) -
     strategy.current_arrays = {"w": np.zeros(3, dtype=np.float32)}
 
     def replies() -> list[Message]:  # fresh each time: an aggregator may consume the records it reads
-        honest = [_reply(i, {"w": np.full(3, 1.0 + 0.01 * i, dtype=np.float32)}) for i in range(1, 5)]
-        return [*honest, _reply(9, {"w": np.full(3, 1e6, dtype=np.float32)})]
+        honest = [_reply(i, {"w": np.full(3, 1.0 + 0.01 * i, dtype=np.float32)}, wire=False) for i in range(1, 5)]
+        return [*honest, _reply(9, {"w": np.full(3, 1e6, dtype=np.float32)}, wire=False)]
 
     robust, _ = super(FedAdam, strategy).aggregate_train(1, replies())
     plain, _ = super(FedAdam, LedgeredFedAdam(on_round=lambda o: None, fraction_evaluate=0.0)).aggregate_train(
