@@ -11,7 +11,8 @@ prints a table (figure, goal, met or not) and with ``--json`` writes the figures
 - ``sampling_vs_ctgan``: synthetic rows per second into a DataFrame over CTGAN's, same schema, same run.
 - ``train_vs_ctgan``: a 5-site federated DP run on Adult over CTGAN's centralized fit on the same table.
 - ``scale_100_sites``: 10, 30 and 100 simulated sites x 10 rounds: wall time and peak memory (process tree).
-- ``gpu``: where CUDA is available, the DP step and sampling on the GPU (``--device``).
+- ``gpu``: where CUDA is available, the DP step (private and plain) and sampling on the GPU; it is added to any
+  run on a machine with CUDA, and ``--only gpu`` runs it alone (``benchmarks/gpu_check.sh`` does, on a GPU machine).
 
 ``--quick`` runs a reduced version (fewer steps, rounds and CTGAN epochs, projected to its 300) in a few
 minutes. Figures and the machine they came from are in benchmarks/README.md ("Speed").
@@ -39,6 +40,7 @@ from benchmarks.federated_runs import RunSettings
 
 KEYS = ("dp_step_overhead", "round_overhead", "wire_ratio", "sampling_vs_ctgan", "train_vs_ctgan",
         "scale_100_sites")
+GPU = "gpu"  # not in KEYS: added to any run where CUDA is available, or run alone with --only gpu
 MAIN_JOB_BATCH = 434  # the README demo's expected Poisson batch: 0.05 x (32,561 / 3 sites x 0.8 kept for training)
 
 
@@ -165,9 +167,11 @@ def gpu(s: Settings) -> Figure | None:
     steps = dp_step.measure(batch=MAIN_JOB_BATCH, device=device, blocks=5 if s.quick else 9)
     large = dp_step.measure(batch=4096, device=device, blocks=5 if s.quick else 9)
     rate = versus_ctgan.device_sampling_rate(device, rows=200_000)
-    return {"device": torch.cuda.get_device_name(0), "dp_step_overhead": round(steps.ratio, 3),
-            "dp_step_ms": round(steps.private_ms, 3), "dp_step_overhead_batch_4096": round(large.ratio, 3),
-            "sampling_rows_per_s": round(rate)}
+    return {"device": torch.cuda.get_device_name(0), "batch": MAIN_JOB_BATCH,
+            "dp_step_overhead": round(steps.ratio, 3), "dp_step_ms": round(steps.private_ms, 3),
+            "plain_step_ms": round(steps.plain_ms, 3), "dp_step_overhead_batch_4096": round(large.ratio, 3),
+            "dp_step_ms_batch_4096": round(large.private_ms, 3), "plain_step_ms_batch_4096": round(large.plain_ms, 3),
+            "sampling_rows_per_s": round(rate), "torch": torch.__version__, "cuda": torch.version.cuda}
 
 
 BENCHMARKS: dict[str, Callable[[Settings], Figure]] = {
@@ -194,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a reduced version, a few minutes on 2 cores")
     parser.add_argument("--json", type=Path, help="write the figures here")
-    parser.add_argument("--only", nargs="+", choices=KEYS, help="run these benchmarks only")
+    parser.add_argument("--only", nargs="+", choices=(*KEYS, GPU),
+                        help="run these benchmarks only ('gpu' alone needs a CUDA device)")
     parser.add_argument("--ctgan-python", type=Path, default=REPO / ".venv-bench" / "bin" / "python",
                         help="the interpreter with the ctgan package (default .venv-bench/bin/python)")
     parser.add_argument("--ctgan-epochs", type=int,
@@ -203,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="keep the runs' folders and logs here (default: a temporary folder)")
     args = parser.parse_args(argv)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    keys = args.only or list(KEYS)
+    keys = [key for key in args.only or KEYS if key != GPU]
+    if args.only and GPU in args.only and not torch.cuda.is_available():
+        parser.error("--only gpu needs a CUDA device, and torch sees none here")
     results: dict[str, Any] = {"machine": machine(), "quick": args.quick,
                                "command": " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])])}
     print(f"fedsynth benchmarks{' (quick)' if args.quick else ''} on {results['machine']['cpus']} CPUs "
