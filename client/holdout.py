@@ -79,19 +79,25 @@ def holdout_mask(frame: pd.DataFrame, schema: Schema, key: bytes, fraction: floa
 
 
 def row_texts(frame: pd.DataFrame, schema: Schema) -> list[str]:
-    """Each row's synthesized content as one string (identifiers left out), the input of the keyed hashes."""
+    """Each row's synthesized content as one string (identifiers left out), the input of the keyed hashes.
+
+    The strings decide which rows a site holds out, for good: they must never change. Built column by column
+    (every training task makes them, ~0.2 s per 10,000 rows less than cell by cell); tests/unit/test_holdout.py
+    checks them against the cell-by-cell definition.
+    """
     parts = [
-        labels(frame, c.name).astype(str) if c.type == "categorical" else [_number(v) for v in numeric(frame, c.name)]
+        labels(frame, c.name).astype(str).tolist() if c.type == "categorical"
+        else [_number(v) for v in numeric(frame, c.name).tolist()]
         for c in schema.synthesized_columns
     ]
-    return ["\x1f".join(str(p[i]) for p in parts) for i in range(len(frame))]
+    return ["\x1f".join(texts) for texts in zip(*parts, strict=True)] if parts else [""] * len(frame)
 
 
 def keyed_fraction(key: bytes, message: bytes) -> float:
     """HMAC-SHA256 of ``message`` under the site's key, as a number in [0, 1)."""
-    digest = hmac.new(key, message, hashlib.sha256).digest()
+    digest = hmac.digest(key, message, hashlib.sha256)  # one-shot: the same HMAC, without a Python object per row
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def _number(value: float) -> str:
-    return "" if np.isnan(value) else repr(float(value))
+    return "" if value != value else repr(float(value))  # value != value: NaN

@@ -18,6 +18,7 @@ parent before it starts, and leaves with ``os._exit`` so it never unwinds into t
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import os
@@ -28,7 +29,9 @@ from collections.abc import Sequence
 
 # Imported once here so that every task's fork starts with them loaded; these are the libraries whose import
 # dominates a cold ClientApp (python -X importtime). The app's own packages are deliberately absent.
-PRELOAD = ("numpy", "pandas", "torch", "opacus", "flwr.app", "flwr.clientapp",
+# torch._dynamo: torch.optim's Optimizer imports it on first construction, 1.35 s of a training task's CPU
+# (cProfile of one task, 2026-12-04); importing it runs no torch operation, so the fork stays safe.
+PRELOAD = ("numpy", "pandas", "torch", "torch._dynamo", "torch.optim", "opacus", "flwr.app", "flwr.clientapp",
            "flwr.supernode.runtime.run_clientapp", "cryptography.hazmat.primitives.asymmetric.ed25519")
 APP_PACKAGES = ("client", "server", "shared")
 DEFAULT_TASK_POLL_INTERVAL = "0.1"  # Flower's default is 1 s; a local call to the SuperNode is cheap
@@ -129,6 +132,10 @@ def preload() -> None:
     leaked = sorted(m for m in sys.modules if m.split(".")[0] in APP_PACKAGES and m != __name__ and m != "client")
     if leaked:  # a preloaded library pulled in the app's code: tasks would run it instead of the FAB's
         raise RuntimeError(f"the task runtime must not import the app's modules, but these are loaded: {leaked}")
+    # The preloaded libraries are millions of objects that live as long as the runtime. Frozen, a task's garbage
+    # collections never walk them (reading a 10,000-row table went from 0.36 s to 0.03 s in a task, most of
+    # it the collector), and the forks do not dirty their copy-on-write pages by touching them.
+    gc.freeze()
 
 
 def run(runtime_api_address: str, *, parent_pid: int | None, root_certificates: str | None,
