@@ -11,6 +11,7 @@ then costs a fraction of a second of imports instead of seconds (benchmarks/depl
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
@@ -20,10 +21,11 @@ from typing import cast
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client import secure_aggregation
+from client import epsilon_foresight, secure_aggregation
 from client.holdout import holdout_key
 from client.policy import check_budget
 from client.site import SiteConfig
+from client.task_memory import task_memory
 from shared.accounting import epsilon
 from shared.dp_statistics import HistogramSpec
 from shared.errors import SchemaError, SecureAggregationError
@@ -67,6 +69,9 @@ def train(msg: Message, context: Context) -> Message:
     )
 
     ledger = Ledger.load(site.ledger_path)
+    memory = task_memory()  # a deployed site's warm runtime: the previous round may have foreseen this epsilon
+    if memory is not None:
+        epsilon_foresight.recall(memory, ledger.history(site.site, "record"), plan)
     check_budget(ledger, site, plan)
     if plan.secure_agg and "secagg" not in msg.content.config_records:
         raise SecureAggregationError("the plan asks for secure aggregation but the round carries no shares")
@@ -94,7 +99,11 @@ def train(msg: Message, context: Context) -> Message:
         rng=rng, device=pick_device(site.device), noise_multiplier=own_noise,
     )
     trained_s = time.perf_counter() - began  # training alone: benchmarks read it as the work a round exists for
-    run_epsilon = _run_epsilon(Ledger.load(site.ledger_path), site.site, plan)
+    spent = Ledger.load(site.ledger_path)
+    run_epsilon = _run_epsilon(spent, site.site, plan)
+    if memory is not None:  # the next round's question, answered while this site waits for that round
+        history = spent.history(site.site, "record")
+        memory.after_reply(functools.partial(epsilon_foresight.foresee, memory, history, plan))
     logger.info(
         "%s round %d: %d DP-SGD steps in %.2f s, noisy loss %.3f, epsilon this run %.4f, total %.4f (cap %.2f)",
         site.site, server_round, result.steps, trained_s, result.noisy_loss, run_epsilon,

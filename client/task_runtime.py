@@ -26,6 +26,10 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported at run time only after the preload check (see ``run``)
+    from client.task_memory import TaskMemory
 
 # Imported once here so that every task's fork starts with them loaded; these are the libraries whose import
 # dominates a cold ClientApp (python -X importtime). The app's own packages are deliberately absent.
@@ -40,10 +44,15 @@ logger = logging.getLogger("fedsynth.task_runtime")
 
 
 class ForkExecutor:
-    """Flower's ``Executor`` protocol (flwr.supercore.superexec.executor.types), launching by ``os.fork``."""
+    """Flower's ``Executor`` protocol (flwr.supercore.superexec.executor.types), launching by ``os.fork``.
 
-    def __init__(self) -> None:
+    Each fork gets a pipe back to ``memory`` (``client.task_memory``): what a task keeps there, the next
+    forks inherit.
+    """
+
+    def __init__(self, memory: TaskMemory | None = None) -> None:
         self.children: set[int] = set()
+        self.memory = memory
 
     def get_eligible_capacity(self, supported_task_types: set, *, insecure: bool = False,  # type: ignore[type-arg]
                               root_certificates_path: str | None = None) -> tuple[set, set[str]]:  # type: ignore[type-arg]
@@ -62,9 +71,14 @@ class ForkExecutor:
             return LaunchResult.failed(f"the fedsynth task runtime runs ClientApps only, not {spec.task_type}")  # type: ignore[attr-defined]
         sys.stdout.flush()
         sys.stderr.flush()
+        pipe = self.memory.before_fork() if self.memory is not None else None
         pid = os.fork()
         if pid == 0:  # the task
-            os._exit(_run_task(spec))
+            if self.memory is not None and pipe is not None:
+                self.memory.after_fork_in_child(pipe)
+            os._exit(_run_task(spec, self.memory))
+        if self.memory is not None and pipe is not None:
+            self.memory.after_fork_in_parent(pipe)
         self.children.add(pid)
         return LaunchResult.accepted()
 
@@ -72,11 +86,14 @@ class ForkExecutor:
         """Reap finished tasks (no zombies)."""
         for pid in list(self.children):
             try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
+                done, status, usage = os.wait4(pid, os.WNOHANG)
             except ChildProcessError:
-                done = pid
+                done, status, usage = pid, 0, None
             if done:
                 self.children.discard(pid)
+                if usage is not None:  # what a task costs this site's CPU, its reply's head start included
+                    logger.debug("task process %d exited (%d) after %.2f s of CPU", pid,
+                                 os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime)
 
     def close(self) -> None:
         if os.getpid() != _RUNTIME_PID:  # a task inherited this object; the runtime's tasks are not its own
@@ -91,8 +108,9 @@ class ForkExecutor:
 _RUNTIME_PID = os.getpid()
 
 
-def _run_task(spec: object) -> int:
-    """In the fork: forget the parent's handlers and app modules, then run Flower's ClientApp process body."""
+def _run_task(spec: object, memory: TaskMemory | None = None) -> int:
+    """In the fork: forget the parent's handlers and app modules, run Flower's ClientApp process body, and once
+    its reply is out, what the task left for that moment (``client.task_memory``)."""
     try:
         from flwr.supercore import telemetry
         from flwr.supercore.exit import exit_handler
@@ -115,15 +133,20 @@ def _run_task(spec: object) -> int:
             parent_pid=spec.parent_pid,  # type: ignore[attr-defined]
             runtime_dependency_install=spec.runtime_dependency_install,  # type: ignore[attr-defined]
         )
-        return 0
-    except SystemExit as done:
-        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        code = 0
+    except SystemExit as done:  # Flower's ClientApp process ends so, after it pushed the reply and the status
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     except BaseException:  # noqa: BLE001 - the task must end here, never in the parent's loop
         logger.exception("the ClientApp task failed before Flower could report it")
         return 1
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
+    if code == 0 and memory is not None:
+        memory.run_after_reply()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return code
 
 
 def preload() -> None:
@@ -142,6 +165,11 @@ def run(runtime_api_address: str, *, parent_pid: int | None, root_certificates: 
         auth_secret_file: str | None) -> None:
     """Preload, then run Flower's SuperExec loop with the fork executor (never returns)."""
     os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", DEFAULT_TASK_POLL_INTERVAL)
+    if os.environ.get("FLWR_LOG_LEVEL", "").upper() == "DEBUG":  # with Flower's own debug lines: each task's CPU
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("fedsynth %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
     preload()
     from shared.flower_latency import prompt_object_pulls  # purged again in each task, like the app's code
 
@@ -149,7 +177,11 @@ def run(runtime_api_address: str, *, parent_pid: int | None, root_certificates: 
     from flwr.supercore.auth import load_superexec_auth_secret
     from flwr.supercore.superexec import run_superexec as superexec
 
-    executor = ForkExecutor()
+    from client.task_memory import TaskMemory, publish  # the object outlives the purge of its module in tasks
+
+    memory = TaskMemory()
+    publish(memory)
+    executor = ForkExecutor(memory)
     # Flower's loop builds its executor by name (subprocess or kubernetes); this is the one seam to hand it ours.
     superexec.get_executor = lambda *_args, **_kwargs: executor  # type: ignore[assignment]
     secret = load_superexec_auth_secret(secret_file=auth_secret_file) if auth_secret_file else None

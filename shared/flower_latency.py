@@ -1,7 +1,8 @@
 """Flower 1.41's fixed waits that sit on a deployed round's critical path, shortened in the processes we start.
 
 Flower's deployment runtime waits in three places regardless of how fast the work is: the SuperNode sleeps 3 s
-whenever the SuperLink has no message for it (``flwr.supernode.start_client_internal``), and a process pulling
+whenever the SuperLink has no message for it and 0.5 s at a time while it waits for its ClientApp's reply in
+its own memory (``flwr.supernode.start_client_internal``), and a process pulling
 a message's objects that are not stored yet (the sender is still pushing them) backs off 1 s, then 2 s, 4 s...
 (``flwr.supercore.inflatable.inflatable_utils``). On loopback these waits were most of an empty round
 (benchmarks: ``round_overhead``). Each function here changes one of those numbers in Flower's own code path,
@@ -16,17 +17,23 @@ import types
 
 logger = logging.getLogger("shared.flower_latency")
 POLL_INTERVAL_S = 0.25  # one small authenticated request a site every 0.25 s while it waits for a round
+# A wait shorter than this is on the SuperNode's own state (a reply or an object its ClientApp is still
+# writing), a longer one is on the SuperLink: only the former is cheap enough to check every LOCAL_WAIT_S.
+LOCAL_WAIT_BELOW_S = 1.0
+LOCAL_WAIT_S = 0.02  # 50 in-memory checks a second while a ClientApp trains; its reply leaves 20 ms after it
 PULL_BACKOFF_S = (0.05, 0.25)  # first retry after 50 ms, doubling up to 0.25 s (Flower: 1 s doubling up to 10 s)
 
 
 class _PromptTime:
-    """The ``time`` module as ``start_client_internal`` sees it, with every sleep capped at ``interval``."""
+    """The ``time`` module as ``start_client_internal`` sees it: a wait for the SuperLink capped at
+    ``interval``, a wait on the SuperNode's own memory at ``local``."""
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float, local: float = LOCAL_WAIT_S) -> None:
         self.interval = interval
+        self.local = local
 
     def sleep(self, seconds: float) -> None:
-        time.sleep(min(seconds, self.interval))
+        time.sleep(min(seconds, self.local if seconds < LOCAL_WAIT_BELOW_S else self.interval))
 
     def __getattr__(self, name: str) -> object:
         return getattr(time, name)

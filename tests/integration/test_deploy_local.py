@@ -66,6 +66,15 @@ def test_each_site_kept_its_ledger_and_received_the_table(deployment: dict[str, 
         assert (oct((out / "pki" / f"supernode-site-{i}.key").stat().st_mode & 0o777)) == "0o600"
 
 
+def test_each_site_encoded_its_table_once_and_reused_it(deployment: dict[str, object]) -> None:
+    out = deployment["out"]
+    assert isinstance(out, Path)
+    for i in range(SITES):  # every task is a fresh fork; the warm runtime's memory carried the table over
+        log = (out / "logs" / f"supernode-site-{i}.log").read_text()
+        assert log.count("rows read") == 1 + 1  # round 1's training task, and the evaluation's hold-out
+        assert log.count("validated and encoded in an earlier round of this runtime; reused") == ROUNDS - 1
+
+
 def test_every_process_it_started_is_gone(deployment: dict[str, object]) -> None:
     out = deployment["out"]
     assert isinstance(out, Path)

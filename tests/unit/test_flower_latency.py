@@ -27,6 +27,23 @@ def test_the_supernode_loop_sleeps_at_most_the_poll_interval(monkeypatch: pytest
     assert start_client_internal.time.monotonic() > 0  # everything else is the real module
 
 
+def test_waits_on_the_supernodes_own_memory_are_shorter_than_polls_of_the_superlink(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(start_client_internal, "time", start_client_internal.time)
+    assert prompt_polling(0.3)
+
+    began = time.monotonic()
+    start_client_internal.time.sleep(0.5)  # Flower's wait for its ClientApp's reply
+    local = time.monotonic() - began
+    began = time.monotonic()
+    start_client_internal.time.sleep(3)  # Flower's wait before asking the SuperLink again
+    remote = time.monotonic() - began
+
+    assert local < 0.25
+    assert 0.3 <= remote < 1.0
+
+
 def test_object_pulls_back_off_from_50_ms(monkeypatch: pytest.MonkeyPatch) -> None:
     for function in (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree):
         monkeypatch.setattr(function, "__kwdefaults__", dict(function.__kwdefaults__))
