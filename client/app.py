@@ -56,6 +56,9 @@ def train(msg: Message, context: Context) -> Message:
     plan = TrainingPlan.from_config(config)
     server_round = int(cast(int, config["server-round"]))
     site = SiteConfig.from_context(dict(context.node_config), dict(context.run_config))
+    # Before the first torch operation: on a CPU site this sets torch's thread count, and an operation run before
+    # it would start a thread pool sized for the whole machine, in every site's task.
+    device = pick_device(site.device)
     schema = _schema(plan, site)
     encoder = TableEncoder.from_schema(schema)
     # Unpacked before anything is spent: a generator this site cannot read costs it no budget.
@@ -96,7 +99,7 @@ def train(msg: Message, context: Context) -> Message:
     began = time.perf_counter()
     result = train_round(
         generator, data.encoded, plan, history=ledger.history(site.site, "record"),
-        rng=rng, device=pick_device(site.device), noise_multiplier=own_noise,
+        rng=rng, device=device, noise_multiplier=own_noise,
     )
     trained_s = time.perf_counter() - began  # training alone: benchmarks read it as the work a round exists for
     spent = Ledger.load(site.ledger_path)

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported at run time only after the preload check (see ``run``)
+    from client.code_memory import CodeMemory
     from client.task_memory import TaskMemory
 
 # Imported once here so that every task's fork starts with them loaded; these are the libraries whose import
@@ -50,9 +51,10 @@ class ForkExecutor:
     forks inherit.
     """
 
-    def __init__(self, memory: TaskMemory | None = None) -> None:
+    def __init__(self, memory: TaskMemory | None = None, code: CodeMemory | None = None) -> None:
         self.children: set[int] = set()
         self.memory = memory
+        self.code = code
 
     def get_eligible_capacity(self, supported_task_types: set, *, insecure: bool = False,  # type: ignore[type-arg]
                               root_certificates_path: str | None = None) -> tuple[set, set[str]]:  # type: ignore[type-arg]
@@ -76,7 +78,7 @@ class ForkExecutor:
         if pid == 0:  # the task
             if self.memory is not None and pipe is not None:
                 self.memory.after_fork_in_child(pipe)
-            os._exit(_run_task(spec, self.memory))
+            os._exit(_run_task(spec, self.memory, self.code))
         if self.memory is not None and pipe is not None:
             self.memory.after_fork_in_parent(pipe)
         self.children.add(pid)
@@ -108,7 +110,7 @@ class ForkExecutor:
 _RUNTIME_PID = os.getpid()
 
 
-def _run_task(spec: object, memory: TaskMemory | None = None) -> int:
+def _run_task(spec: object, memory: TaskMemory | None = None, compiled: CodeMemory | None = None) -> int:
     """In the fork: forget the parent's handlers and app modules, run Flower's ClientApp process body, and once
     its reply is out, what the task left for that moment (``client.task_memory``)."""
     try:
@@ -142,6 +144,8 @@ def _run_task(spec: object, memory: TaskMemory | None = None) -> int:
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
+    if compiled is not None:  # the app modules this task compiled, for the next tasks (client.code_memory)
+        compiled.keep_new()
     if code == 0 and memory is not None:
         memory.run_after_reply()
         sys.stdout.flush()
@@ -168,8 +172,9 @@ def run(runtime_api_address: str, *, parent_pid: int | None, root_certificates: 
     if os.environ.get("FLWR_LOG_LEVEL", "").upper() == "DEBUG":  # with Flower's own debug lines: each task's CPU
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("fedsynth %(levelname)s %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
+        runtime_loggers = logging.getLogger("fedsynth")  # this module's, client.fab_install's, client.code_memory's
+        runtime_loggers.addHandler(handler)
+        runtime_loggers.setLevel(logging.DEBUG)
     preload()
     from shared.flower_latency import prompt_object_pulls  # purged again in each task, like the app's code
 
@@ -177,11 +182,13 @@ def run(runtime_api_address: str, *, parent_pid: int | None, root_certificates: 
     from flwr.supercore.auth import load_superexec_auth_secret
     from flwr.supercore.superexec import run_superexec as superexec
 
+    from client import code_memory, fab_install
     from client.task_memory import TaskMemory, publish  # the object outlives the purge of its module in tasks
 
     memory = TaskMemory()
     publish(memory)
-    executor = ForkExecutor(memory)
+    fab_install.use_in_tasks(memory)  # a FAB is unpacked and checked by the first task that gets it, not each
+    executor = ForkExecutor(memory, code_memory.use_in_tasks(memory))  # and its modules compiled once
     # Flower's loop builds its executor by name (subprocess or kubernetes); this is the one seam to hand it ours.
     superexec.get_executor = lambda *_args, **_kwargs: executor  # type: ignore[assignment]
     secret = load_superexec_auth_secret(secret_file=auth_secret_file) if auth_secret_file else None
