@@ -51,10 +51,10 @@ class ForkExecutor:
     forks inherit.
     """
 
-    def __init__(self, memory: TaskMemory | None = None, code: CodeMemory | None = None) -> None:
+    def __init__(self, memory: TaskMemory | None = None, compiled: CodeMemory | None = None) -> None:
         self.children: set[int] = set()
         self.memory = memory
-        self.code = code
+        self.compiled = compiled
 
     def get_eligible_capacity(self, supported_task_types: set, *, insecure: bool = False,  # type: ignore[type-arg]
                               root_certificates_path: str | None = None) -> tuple[set, set[str]]:  # type: ignore[type-arg]
@@ -78,7 +78,7 @@ class ForkExecutor:
         if pid == 0:  # the task
             if self.memory is not None and pipe is not None:
                 self.memory.after_fork_in_child(pipe)
-            os._exit(_run_task(spec, self.memory, self.code))
+            os._exit(_run_task(spec, self.memory, self.compiled))
         if self.memory is not None and pipe is not None:
             self.memory.after_fork_in_parent(pipe)
         self.children.add(pid)

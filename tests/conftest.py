@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +66,30 @@ def require_tool(name: str, install_hint: str) -> None:
     if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
         pytest.fail(f"CI is set but {name} is not on PATH; .ci/run installs it")
     pytest.skip(f"{name} is not installed: {install_hint}")
+
+
+def run_as_task(memory: object, work: Callable[[], bytes]) -> bytes:
+    """``work`` in a real fork of this process wired to ``memory`` (a ``client.task_memory.TaskMemory``) as the
+    warm runtime wires each task; the bytes it returned. Fails if the task fails."""
+    reader, writer = os.pipe()
+    pipe = memory.before_fork()  # type: ignore[attr-defined]
+    pid = os.fork()
+    if pid == 0:
+        os.close(reader)
+        memory.after_fork_in_child(pipe)  # type: ignore[attr-defined]
+        try:
+            os.write(writer, work())
+            status = 0
+        except BaseException:  # noqa: BLE001 - reported through the exit status; the trace goes to stderr
+            import traceback
+
+            traceback.print_exc()
+            status = 1
+        os._exit(status)
+    os.close(writer)
+    memory.after_fork_in_parent(pipe).join(timeout=60)  # type: ignore[attr-defined]
+    with os.fdopen(reader, "rb") as result:
+        returned = result.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the task failed (its traceback is above)"
+    return returned

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
-import os
 import sys
 from collections.abc import Callable
 from importlib.machinery import SourceFileLoader
@@ -14,38 +13,33 @@ from pathlib import Path
 
 from client.code_memory import MEMORY_NAME, CodeMemory
 from client.task_memory import TaskMemory
+from tests.conftest import run_as_task
 
 
 def in_task(memory: TaskMemory, code: CodeMemory, work: Callable[[], object]) -> dict[str, object]:
     """``work`` in a real fork that imports through ``code`` as a runtime's task does; what it saw."""
-    reader, writer = os.pipe()
-    pipe = memory.before_fork()
-    pid = os.fork()
-    if pid == 0:
-        os.close(reader)
-        memory.after_fork_in_child(pipe)
-        try:
-            # What the feature is for: Python may not write __pycache__ (else the .pyc would serve the next task)
-            sys.dont_write_bytecode = True
-            code.install()
-            value = work()
-            handed = code.keep_new()
-            os.write(writer, json.dumps({"value": value, "compiled": len(code.compiled), "hits": code.hits,
-                                         "handed": handed}).encode())
-            status = 0
-        except BaseException:  # noqa: BLE001
-            import traceback
 
-            traceback.print_exc()
-            status = 1
-        os._exit(status)
-    os.close(writer)
-    memory.after_fork_in_parent(pipe).join(timeout=60)
-    with os.fdopen(reader, "rb") as result:
-        seen = result.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    return json.loads(seen)
+    def task() -> bytes:
+        # What the feature is for: Python may not write __pycache__ (else the .pyc would serve the next task)
+        sys.dont_write_bytecode = True
+        code.install()
+        value = work()
+        handed = code.keep_new()
+        return json.dumps({"value": value, "compiled": len(code.compiled), "hits": code.hits,
+                           "handed": handed}).encode()
+
+    return json.loads(run_as_task(memory, task))
+
+
+def app_module(tmp_path: Path, name: str, answer: str) -> tuple[Path, Path, TaskMemory, CodeMemory]:
+    """A module ``name`` whose ``answer()`` returns ``answer``, in an app folder under ``tmp_path/apps``; a fresh
+    runtime memory and the code memory for that apps folder."""
+    app = tmp_path / "apps" / "app"
+    app.mkdir(parents=True, exist_ok=True)
+    module = app / f"{name}.py"
+    module.write_text(f"def answer():\n    return {answer!r}\n")
+    memory = TaskMemory()
+    return app, module, memory, CodeMemory(memory, str(tmp_path / "apps"))
 
 
 def importer(folder: Path, module: str) -> Callable[[], object]:
@@ -74,12 +68,7 @@ def test_the_next_task_loads_the_code_the_first_compiled(tmp_path: Path) -> None
 
 
 def test_a_changed_source_is_compiled_afresh(tmp_path: Path) -> None:
-    app = tmp_path / "apps" / "app"
-    app.mkdir(parents=True)
-    module = app / "changing.py"
-    module.write_text("def answer():\n    return 'old'\n")
-    memory = TaskMemory()
-    code = CodeMemory(memory, str(tmp_path / "apps"))
+    app, module, memory, code = app_module(tmp_path, "changing", "old")
     assert in_task(memory, code, importer(app, "changing"))["value"] == "old"
 
     module.write_text("def answer():\n    return 'new'\n")  # same path, other bytes
@@ -117,12 +106,7 @@ def test_the_code_is_taken_from_memory_not_compiled_again(tmp_path: Path) -> Non
 
     import numpy as np
 
-    app = tmp_path / "apps" / "app"
-    app.mkdir(parents=True)
-    module = app / "planted.py"
-    module.write_text("def answer():\n    return 'from source'\n")
-    memory = TaskMemory()
-    code = CodeMemory(memory, str(tmp_path / "apps"))
+    app, module, memory, code = app_module(tmp_path, "planted", "from source")
     planted = marshal.dumps(compile("def answer():\n    return 'from memory'\n", str(module), "exec"))
     entry = [str(module), hashlib.sha256(module.read_bytes()).hexdigest()]
     in_task(memory, code, lambda: memory.keep(MEMORY_NAME, code.key, {"modules": [entry]},

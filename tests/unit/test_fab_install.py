@@ -3,7 +3,6 @@ real FABs built by Flower from this repository, installed by Flower's own ``inst
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +13,7 @@ from flwr.cli.install import install_from_fab
 
 from client.fab_install import MEMORY_NAME, install_once
 from client.task_memory import TaskMemory
+from tests.conftest import run_as_task
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,26 +42,8 @@ class Counted:
 
 
 def in_task(memory: TaskMemory, work: Callable[[], Path]) -> str:
-    """Run ``work`` in a real fork of this process, as the runtime runs a task; the path it returned."""
-    reader, writer = os.pipe()
-    pipe = memory.before_fork()
-    pid = os.fork()
-    if pid == 0:
-        os.close(reader)
-        memory.after_fork_in_child(pipe)
-        try:
-            os.write(writer, str(work()).encode())
-            code = 0
-        except BaseException:  # noqa: BLE001
-            code = 1
-        os._exit(code)
-    os.close(writer)
-    memory.after_fork_in_parent(pipe).join(timeout=60)
-    with os.fdopen(reader, "rb") as result:
-        path = result.read().decode()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    return path
+    """``work`` as a task of ``memory``'s runtime (a real fork); the path it returned."""
+    return run_as_task(memory, lambda: str(work()).encode()).decode()
 
 
 def test_the_second_task_gets_the_installed_folder_without_unpacking(fab: bytes, flwr_home: Path) -> None:
