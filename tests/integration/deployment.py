@@ -38,7 +38,7 @@ class LocalDeployment:
         self.pki, self.logs = root / "pki", root / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.env = {**os.environ, "FLWR_HOME": str(root / "flwr-home"), "FLWR_TELEMETRY_ENABLED": "0",
-                    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1", "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",
+                    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
                     "OPENBLAS_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "FLWR_LOG_LEVEL": os.environ.get("FLWR_LOG_LEVEL", "INFO"),
                     "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")])}
         make_consortium_certs(self.pki, ["127.0.0.1", "localhost"])
