@@ -166,9 +166,8 @@ def preload() -> None:
 
 
 def run(runtime_api_address: str, *, parent_pid: int | None, root_certificates: str | None,
-        auth_secret_file: str | None) -> None:
+        auth_secret_file: str | None, wake_fd: int | None = None) -> None:
     """Preload, then run Flower's SuperExec loop with the fork executor (never returns)."""
-    os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", DEFAULT_TASK_POLL_INTERVAL)
     if os.environ.get("FLWR_LOG_LEVEL", "").upper() == "DEBUG":  # with Flower's own debug lines: each task's CPU
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("fedsynth %(levelname)s %(message)s"))
@@ -176,6 +175,14 @@ def run(runtime_api_address: str, *, parent_pid: int | None, root_certificates: 
         runtime_loggers.addHandler(handler)
         runtime_loggers.setLevel(logging.DEBUG)
     preload()
+    woken = False
+    if wake_fd is not None:
+        from client.task_wakeup import FALLBACK_POLL_INTERVAL, wake_superexec_on
+
+        woken = wake_superexec_on(wake_fd)
+    # Woken by the SuperNode, the loop need only ask at Flower's own pace; otherwise it asks often.
+    os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL",
+                          FALLBACK_POLL_INTERVAL if woken else DEFAULT_TASK_POLL_INTERVAL)
     from shared.flower_latency import prompt_object_pulls  # purged again in each task, like the app's code
 
     prompt_object_pulls()  # inherited by every task: its message's objects are pulled promptly
@@ -204,9 +211,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--parent-pid", type=int, help="exit when this process (the SuperNode) exits")
     parser.add_argument("--root-certificates", help="CA of the Runtime API's TLS certificate (none: plain HTTP)")
     parser.add_argument("--superexec-auth-secret-file", help="the SuperNode's SuperExec auth secret, if it has one")
+    parser.add_argument("--wake-fd", type=int, help="a pipe the SuperNode writes to when it has created a task "
+                        "(client.task_wakeup); without it the runtime asks for a task every 0.1 s")
     args = parser.parse_args(argv)
     run(args.runtime_api_address, parent_pid=args.parent_pid, root_certificates=args.root_certificates,
-        auth_secret_file=args.superexec_auth_secret_file)
+        auth_secret_file=args.superexec_auth_secret_file, wake_fd=args.wake_fd)
 
 
 if __name__ == "__main__":

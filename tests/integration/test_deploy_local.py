@@ -75,6 +75,14 @@ def test_each_site_encoded_its_table_once_and_reused_it(deployment: dict[str, ob
         assert log.count("validated and encoded in an earlier round of this runtime; reused") == ROUNDS - 1
 
 
+def test_each_sites_supernode_wakes_its_runtime(deployment: dict[str, object]) -> None:
+    out = deployment["out"]
+    assert isinstance(out, Path)
+    for i in range(SITES):  # both ends of client.task_wakeup hooked into the real Flower processes
+        log = (out / "logs" / f"supernode-site-{i}.log").read_text()
+        assert "no create_task to hook" not in log and "no sleep to wake" not in log
+
+
 def test_every_process_it_started_is_gone(deployment: dict[str, object]) -> None:
     out = deployment["out"]
     assert isinstance(out, Path)
