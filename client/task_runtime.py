@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # imported at run time only after the preload check (see ``ru
 PRELOAD = ("numpy", "pandas", "torch", "torch._dynamo", "torch.optim", "opacus", "flwr.app", "flwr.clientapp",
            "flwr.supernode.runtime.run_clientapp", "cryptography.hazmat.primitives.asymmetric.ed25519")
 APP_PACKAGES = ("client", "server", "shared")
-DEFAULT_TASK_POLL_INTERVAL = "0.1"  # Flower's default is 1 s; a local call to the SuperNode is cheap
+DEFAULT_TASK_POLL_INTERVAL = "0.1"  # when no SuperNode wakes it (client.task_wakeup); Flower's default is 1 s
 
 logger = logging.getLogger("fedsynth.task_runtime")
 

@@ -42,8 +42,8 @@ mkdir -p "$OUT/logs" "$OUT/flwr-home"
 
 # Sites are often offline, and an unpinned dependency would pull CUDA wheels: never install at run time.
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 FLWR_DISABLE_UPDATE_CHECK=1
-# FLWR_SUPEREXEC_TASK_POLL_INTERVAL is left alone: each site's task runtime polls its own SuperNode every
-# 0.1 s (client/task_runtime.py), while the SuperLink's SuperExec, which only launches the ServerApp once a run,
+# FLWR_SUPEREXEC_TASK_POLL_INTERVAL is left alone: each site's SuperNode wakes its task runtime when it makes a
+# task (client/task_wakeup.py), and the SuperLink's SuperExec, which only launches the ServerApp once a run,
 # keeps Flower's 1 s (at 0.1 s it was a fifth of the SuperLink's requests; benchmarks/README.md).
 # Flower forks its app processes; a forked OpenBLAS thread pool can spin forever.
 export OPENBLAS_NUM_THREADS=1 PYTHONUNBUFFERED=1

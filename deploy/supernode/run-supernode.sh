@@ -111,8 +111,8 @@ node_config+=" output-dir=\"$OUTPUT_DIR\" trust-secure-aggregation=$TRUST_SECURE
 # CUDA wheels). Flower forks its app processes, and a forked OpenBLAS thread pool can spin forever.
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 FLWR_DISABLE_UPDATE_CHECK=1
 export OPENBLAS_NUM_THREADS=1 PYTHONUNBUFFERED=1
-# The site's task runtime looks for a new message to run every 0.1 s (Flower's default is 1 s).
-export FLWR_SUPEREXEC_TASK_POLL_INTERVAL=${FLWR_SUPEREXEC_TASK_POLL_INTERVAL:-0.1}
+# FLWR_SUPEREXEC_TASK_POLL_INTERVAL is left to the task runtime: the SuperNode wakes it when a task is made
+# (client/task_wakeup.py), and it asks once a second besides; a value set here overrides that fallback.
 export FLWR_HOME=${FLWR_HOME:-$STATE_DIR/flwr-home}
 # fedsynth-supernode is Flower's SuperNode with a warm task runtime (client/supernode.py): each ClientApp
 # task is a fork of a process that has torch and Opacus loaded, instead of a fresh flwr-clientapp.
