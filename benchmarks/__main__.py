@@ -91,6 +91,9 @@ def round_overhead(s: Settings) -> Figure:
                          "rounds_measured": len(run.overheads()), "round_s": round(overhead + training, 3),
                          "slowest_site_training_s": round(training, 3), "overhead_s": round(overhead, 3),
                          "ratio": round(overhead / training, 3) if training else None}
+        traced = run.median_superlink()
+        if traced is not None:  # where the seconds beyond training go: the coordinator's one Python process
+            details[name] |= {"superlink_cpu_s": round(traced[0], 3), "superlink_busy_s": round(traced[1], 3)}
     ratios = [details[k]["ratio"] for k in ("3_sites", "10_sites")]
     trained_enough = all(details[k]["slowest_site_training_s"] >= 10 for k in ("3_sites", "10_sites"))
     value = max(ratios)

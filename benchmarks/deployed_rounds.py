@@ -7,7 +7,8 @@ site's training time from the site's own log line (``... DP-SGD steps in T s``),
 
     overhead = round wall time - slowest site's training time
 
-(median and p90 over the rounds after the first), so what the deployment adds (message polling, a fresh
+(median and p90 over the rounds after the first), and on the deployment the SuperLink's CPU seconds a round and
+the seconds it ran at 70% of a core or more, so what the deployment adds (message polling, a fresh
 ClientApp process per message, reading the table again) is separated from the work itself.
 
     .venv/bin/python benchmarks/deployed_rounds.py [--sites 3] [--rounds 6] [--local-steps 10] [--rows 6000]
@@ -30,10 +31,13 @@ from benchmarks.federated_runs import RunFigures, RunSettings, deployed, simulat
 def _row(name: str, run: RunFigures) -> str:
     pairs = run.overheads()
     if not pairs:
-        return f"| {name} | no rounds measured (see the logs) | | | |"
+        return f"| {name} | no rounds measured (see the logs) | | | | | |"
     overhead, training = run.median_overhead()
     p90 = sorted(o for o, _ in pairs)[max(int(0.9 * len(pairs)) - 1, 0)]
-    return f"| {name} | {training:.2f} | {overhead:.2f} | {p90:.2f} | {overhead / training:.2f} | {run.wall_s:.0f} |"
+    traced = run.median_superlink()
+    superlink = f"{traced[0]:.2f} / {traced[1]:.2f}" if traced else "–"
+    return (f"| {name} | {training:.2f} | {overhead:.2f} | {p90:.2f} | {overhead / training:.2f} | {superlink} | "
+            f"{run.wall_s:.0f} |")
 
 
 def main() -> None:
@@ -51,8 +55,8 @@ def main() -> None:
     print(f"{args.sites} sites, {args.rounds} rounds x {args.local_steps} DP-SGD steps, {args.rows} rows of Adult"
           f"{', secure aggregation' if args.secure_agg else ''}; {os.cpu_count()} CPUs")
     print("| engine | site training, s (median) | overhead, s (median) | overhead p90 | overhead / training | "
-          "run wall, s |")
-    print("|---|---|---|---|---|---|")
+          "SuperLink CPU / busy, s a round | run wall, s |")
+    print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="fedsynth-rounds-") as tmp:
         root = Path(tmp)
         if args.only in (None, "simulated"):

@@ -4,7 +4,9 @@ deploy/local/up.sh starts), on Adult dealt to the sites.
 
 Every run reports its wall time, each round's wall time from the server's ``rounds.json``, each site's own
 DP-SGD time per round (the site's log line ``... DP-SGD steps in T s``) and the peak memory of the whole
-process tree (``benchmarks.process_memory``).
+process tree (``benchmarks.process_memory``). A deployed run also reports, for each round, the SuperLink's CPU
+seconds and the seconds it ran at 70% of a core or more (``benchmarks.process_cpu``): every message and object
+of every site goes through that one process.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import json
 import re
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from benchmarks.adult import ADULT, REPO, SCHEMA
+from benchmarks.process_cpu import CpuTrace
 from benchmarks.process_memory import PeakMemory
 from server.local_federation import local_superlink, run_app
 from server.split import deal_rows
@@ -44,12 +47,14 @@ class RunFigures:
     training_s: dict[int, float]  # each round's slowest site's DP-SGD time
     peak_memory_bytes: int
     out: Path
+    started_at: dict[int, float] = field(default_factory=dict)  # each round's start, wall-clock (rounds.json)
+    superlink_cpu_s: dict[int, float] = field(default_factory=dict)  # deployed: the SuperLink's CPU in each round
+    superlink_busy_s: dict[int, float] = field(default_factory=dict)  # ... and its seconds at >= 70% of a core
 
     def overheads(self, skip_first: bool = True) -> list[tuple[float, float]]:
         """(overhead, slowest site's training) for each round with both figures (after the first: it also pays
         for the first imports and the plan)."""
-        rounds = sorted(r for r in self.round_s if r in self.training_s)
-        rounds = rounds[1:] if skip_first and len(rounds) > 1 else rounds
+        rounds = self.measured_rounds() if skip_first else sorted(r for r in self.round_s if r in self.training_s)
         return [(self.round_s[r] - self.training_s[r], self.training_s[r]) for r in rounds]
 
     def median_overhead(self) -> tuple[float, float]:
@@ -58,6 +63,19 @@ class RunFigures:
         if not pairs:
             raise RuntimeError(f"no round could be measured; see the logs under {self.out.parent}")
         return statistics.median(o for o, _ in pairs), statistics.median(t for _, t in pairs)
+
+    def measured_rounds(self) -> list[int]:
+        """The rounds with both figures, after the first (it also pays for the first imports and the plan)."""
+        rounds = sorted(r for r in self.round_s if r in self.training_s)
+        return rounds[1:] if len(rounds) > 1 else rounds
+
+    def median_superlink(self) -> tuple[float, float] | None:
+        """Median (SuperLink CPU seconds, seconds it was busy) over the measured rounds; None if not traced."""
+        rounds = [r for r in self.measured_rounds() if r in self.superlink_cpu_s]
+        if not rounds:
+            return None
+        return (statistics.median(self.superlink_cpu_s[r] for r in rounds),
+                statistics.median(self.superlink_busy_s[r] for r in rounds))
 
     @property
     def rounds_s(self) -> float:
@@ -92,10 +110,12 @@ def _figures(settings: RunSettings, out: Path, logs: list[Path], wall: float, pe
     path = out / "rounds.json"
     if not path.exists():
         raise RuntimeError(f"the run wrote no rounds.json; see the logs under {out.parent}")
-    rounds = {int(r["round"]): float(r["duration_s"]) for r in json.loads(path.read_text())["rounds"]}
+    records = json.loads(path.read_text())["rounds"]
+    rounds = {int(r["round"]): float(r["duration_s"]) for r in records}
     if len(rounds) != settings.rounds:
         raise RuntimeError(f"the run finished {len(rounds)} of {settings.rounds} rounds; see {out.parent}")
-    return RunFigures(settings, wall, rounds, trained, peak, out)
+    started = {int(r["round"]): float(r["started_at"]) for r in records}
+    return RunFigures(settings, wall, rounds, trained, peak, out, started)
 
 
 def simulated(root: Path, settings: RunSettings) -> RunFigures:
@@ -122,10 +142,14 @@ def deployed(root: Path, settings: RunSettings) -> RunFigures:
     with PeakMemory() as peak:
         try:
             deployment.start_all()
-            began = time.monotonic()
-            deployment.submit(run_config(root / "out", settings)).wait(timeout=3600)
-            wall = time.monotonic() - began
+            with CpuTrace(deployment.processes["superlink"].pid) as superlink:
+                began = time.monotonic()
+                deployment.submit(run_config(root / "out", settings)).wait(timeout=3600)
+                wall = time.monotonic() - began
         finally:
             deployment.stop()
     logs = [root / "logs" / f"supernode-{name}.log" for name in deployment.names]
-    return _figures(settings, root / "out", logs, wall, peak.bytes)
+    figures = _figures(settings, root / "out", logs, wall, peak.bytes)
+    windows = {r: (figures.started_at[r], figures.started_at[r] + figures.round_s[r]) for r in figures.started_at}
+    return replace(figures, superlink_cpu_s={r: superlink.seconds(*w) for r, w in windows.items()},
+                   superlink_busy_s={r: superlink.busy_seconds(*w) for r, w in windows.items()})
