@@ -11,11 +11,11 @@ process, bound by its GIL, cannot use much more than one). Linux only.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from bisect import bisect_left
 from pathlib import Path
-from types import TracebackType
+
+from benchmarks.periodic import PeriodicSampler
 
 _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 
@@ -29,24 +29,21 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) * _TICK_S  # utime, stime (fields 14 and 15 of stat)
 
 
-class CpuTrace:
+class CpuTrace(PeriodicSampler):
     """``with CpuTrace(pid) as trace: ...`` then ``trace.seconds(t0, t1)`` and ``trace.busy_seconds(t0, t1)``,
     with ``t0`` and ``t1`` wall-clock times (``time.time()``)."""
 
     def __init__(self, pid: int, interval_s: float = 0.25) -> None:
+        super().__init__(interval_s)
         self.pid = pid
-        self.interval_s = interval_s
         self.samples: list[tuple[float, float]] = []  # (wall-clock time, CPU seconds so far), in time order
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
 
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            used = cpu_seconds(self.pid)
-            if used is None:
-                return
-            self.samples.append((time.time(), used))
-            self._stop.wait(self.interval_s)
+    def sample(self) -> bool:
+        used = cpu_seconds(self.pid)
+        if used is None:
+            return False
+        self.samples.append((time.time(), used))
+        return True
 
     def _at(self, when: float) -> float:
         """CPU seconds used by ``when``, interpolated between the readings around it."""
@@ -73,11 +70,3 @@ class CpuTrace:
             if t0 >= start and t1 <= end and t1 > t0 and (c1 - c0) / (t1 - t0) >= share:
                 busy += t1 - t0
         return busy
-
-    def __enter__(self) -> CpuTrace:
-        self._thread.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
-        self._stop.set()
-        self._thread.join()

@@ -9,9 +9,9 @@ k times) over the whole tree a few times a second and keeps the largest sum. Lin
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
-from types import TracebackType
+
+from benchmarks.periodic import PeriodicSampler
 
 _PROC = Path("/proc")
 
@@ -50,25 +50,14 @@ def tree_pss(root: int) -> int:
     return total
 
 
-class PeakMemory:
+class PeakMemory(PeriodicSampler):
     """``with PeakMemory() as peak: ...`` then ``peak.bytes``: the largest tree PSS seen while inside."""
 
     def __init__(self, root: int | None = None, interval_s: float = 0.25) -> None:
+        super().__init__(interval_s)
         self.root = os.getpid() if root is None else root
-        self.interval_s = interval_s
         self.bytes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
 
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            self.bytes = max(self.bytes, tree_pss(self.root))
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> bool:
+        self.bytes = max(self.bytes, tree_pss(self.root))
+        return True
